@@ -1,0 +1,262 @@
+"""Ops with weights: Conv (any rank, padding, stride, dilation, groups), Gemm, MatMul, and the
+per-channel ``Affine`` layer that canonization makes of a BatchNormalization with no layer to fuse
+into.
+
+Convolution is im2col over BLAS: the windows are gathered once into a (N, G, C/G*K, P) matrix and
+multiplied by the (G, O/G, C/G*K) weights; its input vjp is the transposed product followed by
+col2im (``Window.scatter_add``). 1x1 convolutions skip im2col.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from ..backend import array_module
+from .base import Array, Grads, Op, unbroadcast
+from .window import Window, resolve
+
+
+class Conv(Op):
+    """y[n, o] = sum_{c, k} W[o, c, k] x_pad[n, g(o) * C/G + c, s * p + d * k] + b[o]."""
+
+    kind = "linear"
+    data_input = 0
+    weight_input = 1
+    bias_input = 2
+
+    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
+        super().__init__(attrs, opset, name)
+        self.group = int(attrs.get("group", 1))
+
+    def window(self, x: Array, w: Array) -> Window:
+        kernel = self.attrs.get("kernel_shape") or w.shape[2:]
+        if tuple(kernel) != tuple(w.shape[2:]):
+            raise self.unsupported(f"kernel_shape {kernel} differs from the weight's {w.shape[2:]}")
+        return resolve(self, x.shape[2:], kernel)
+
+    def forward(self, x: Array, w: Array, b: Array | None = None) -> tuple:
+        xp = array_module(x)
+        n, c = x.shape[:2]
+        g = self.group
+        if c != w.shape[1] * g:
+            raise self.unsupported(f"input has {c} channels, weight expects {w.shape[1]} x {g} groups")
+        win = self.window(x, w)
+        o = w.shape[0]
+        if _pointwise(win) and g == 1:
+            xs = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in win.strides)]
+            y = xp.matmul(w.reshape(o, c), xs.reshape(n, c, -1))
+        else:
+            cols = win.view(win.pad(x, 0.0)).reshape(n, g, -1, math.prod(win.out))
+            y = xp.matmul(w.reshape(g, o // g, -1), cols)
+        y = y.reshape((n, o) + win.out)
+        if b is not None:
+            y += b.reshape((1, o) + (1,) * len(win.out))
+        return (y,), (x.shape, w, win)
+
+    def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
+        shape, w, win = ctx
+        if any(needs[1:]):
+            raise self.unsupported("gradients with respect to weights or bias are not computed")
+        xp = array_module(w)
+        n, c = shape[:2]
+        o, g = w.shape[0], self.group
+        gy = grads[0]
+        if _pointwise(win) and g == 1:
+            dx = xp.matmul(w.reshape(o, c).T, gy.reshape(n, o, -1)).reshape((n, c) + win.out)
+            if all(s == 1 for s in win.strides):
+                return [dx.reshape(shape), None, None]
+            full = xp.zeros(shape, dtype=dx.dtype)
+            full[(slice(None), slice(None)) + tuple(slice(None, o_ * s, s) for o_, s in zip(win.out, win.strides))] = dx
+            return [full, None, None]
+        wt = w.reshape(g, o // g, -1).transpose(0, 2, 1)
+        cols = xp.matmul(wt, gy.reshape(n, g, o // g, -1)).reshape((n, c) + win.kernel + win.out)
+        padded = tuple(s + b + e for s, b, e in zip(shape[2:], win.pads_begin, win.pads_end))
+        return [win.crop(win.scatter_add(cols, (n, c) + padded)), None, None]
+
+
+def _pointwise(win: Window) -> bool:
+    return all(k == 1 for k in win.kernel) and not win.padded
+
+
+class Gemm(Op):
+    """y = alpha * A' B' + beta * C, with A' = A^T if transA and B' = B^T if transB."""
+
+    kind = "linear"
+    data_input = 0
+    weight_input = 1
+    bias_input = 2
+
+    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
+        super().__init__(attrs, opset, name)
+        self.alpha = float(attrs.get("alpha", 1.0))
+        self.beta = float(attrs.get("beta", 1.0))
+        self.trans_a = bool(attrs.get("transA", 0))
+        self.trans_b = bool(attrs.get("transB", 0))
+
+    def forward(self, a: Array, b: Array, c: Array | None = None) -> tuple:
+        at = a.T if self.trans_a else a
+        bt = b.T if self.trans_b else b
+        y = at @ bt
+        if self.alpha != 1.0:
+            y *= y.dtype.type(self.alpha)
+        if c is not None:
+            y += c if self.beta == 1.0 else c * c.dtype.type(self.beta)
+        return (y,), (a, b, None if c is None else c.shape)
+
+    def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
+        a, b, c_shape = ctx
+        g = grads[0] if self.alpha == 1.0 else grads[0] * grads[0].dtype.type(self.alpha)
+        bt = b.T if self.trans_b else b
+        at = a.T if self.trans_a else a
+        da = db = dc = None
+        if needs[0]:
+            da = g @ bt.T
+            da = da.T if self.trans_a else da
+        if needs[1]:
+            db = at.T @ g
+            db = db.T if self.trans_b else db
+        if len(needs) > 2 and needs[2]:
+            dc = unbroadcast(grads[0] * grads[0].dtype.type(self.beta), c_shape)
+        return [da, db, dc][: len(needs)]
+
+
+class MatMul(Op):
+    """y = a @ b with NumPy's matmul semantics (1-D operands promoted, batch axes broadcast)."""
+
+    kind = "other"
+
+    def forward(self, a: Array, b: Array) -> tuple:
+        return (a @ b,), (a, b)
+
+    def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
+        a, b = ctx
+        a2 = a if a.ndim > 1 else a[None, :]
+        b2 = b if b.ndim > 1 else b[:, None]
+        g = grads[0].reshape((a2 @ b2).shape) if (a.ndim == 1 or b.ndim == 1) else grads[0]
+        da = unbroadcast(g @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape) if needs[0] else None
+        db = unbroadcast(a2.swapaxes(-1, -2) @ g, b2.shape).reshape(b.shape) if needs[1] else None
+        return [da, db]
+
+
+class Affine(Op):
+    """y[n, c, ...] = scale[c] x[n, c, ...] + bias[c]: an unfused BatchNormalization after
+    canonization (not an ONNX op; made by ``onnxattr.canonize``)."""
+
+    kind = "linear"
+    data_input = 0
+    weight_input = 1
+    bias_input = 2
+
+    def forward(self, x: Array, scale: Array, bias: Array | None = None) -> tuple:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        y = x * scale.reshape(shape)
+        if bias is not None:
+            y = y + bias.reshape(shape)
+        return (y,), (scale, shape)
+
+    def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
+        scale, shape = ctx
+        return [grads[0] * scale.reshape(shape)] + [None] * (len(needs) - 1)
+
+
+class ConvTranspose(Op):
+    """y[n, o] = sum_{c, k} W[c, o, k] x[n, c, p] at y_pad[s * p + d * k], cropped, + b[o]: the
+    adjoint of Conv's input map with the same geometry (its vjp is that Conv's forward).
+
+    With W of shape (C, O/G, *kernel), x_pad's spatial size is (in - 1) * s + (k - 1) * d + 1
+    + output_padding, and the output drops pads_begin/pads_end from it; an ``output_shape``
+    attribute (or auto_pad SAME_*, meaning output = in * s) fixes the total padding instead,
+    split as the ONNX spec says: the odd cell at the end for SAME_UPPER, else at the start.
+    """
+
+    kind = "linear"
+    data_input = 0
+    weight_input = 1
+    bias_input = 2
+
+    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
+        super().__init__(attrs, opset, name)
+        self.group = int(attrs.get("group", 1))
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        self.auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        if self.auto_pad not in ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"):
+            raise self.unsupported(f"auto_pad={self.auto_pad!r}")
+
+    def window(self, x: Array, w: Array) -> tuple[Window, tuple[int, ...]]:
+        """The Conv window that maps the padded output onto x, and the output's spatial shape."""
+        a = self.attrs
+        spatial = tuple(x.shape[2:])
+        nd = len(spatial)
+        kernel = tuple(int(k) for k in (a.get("kernel_shape") or w.shape[2:]))
+        if kernel != tuple(w.shape[2:]):
+            raise self.unsupported(f"kernel_shape {list(kernel)} differs from the weight's {w.shape[2:]}")
+        strides = tuple(int(v) for v in (a.get("strides") or (1,) * nd))
+        dilations = tuple(int(v) for v in (a.get("dilations") or (1,) * nd))
+        adj = tuple(int(v) for v in (a.get("output_padding") or (0,) * nd))
+        pads = [int(v) for v in (a.get("pads") or (0,) * (2 * nd))]
+        out_shape = a.get("output_shape")
+        if len(strides) != nd or len(dilations) != nd or len(adj) != nd or len(pads) != 2 * nd:
+            raise self.unsupported(
+                f"strides/dilations/output_padding/pads of lengths {len(strides)}/{len(dilations)}/"
+                f"{len(adj)}/{len(pads)} do not fit {nd} spatial axes"
+            )
+        full = [(n - 1) * s + (k - 1) * d + 1 + p for n, s, k, d, p in zip(spatial, strides, kernel, dilations, adj)]
+        if out_shape:
+            out = tuple(int(v) for v in out_shape)[-nd:]
+            if len(out) != nd:
+                raise self.unsupported(f"output_shape {list(out_shape)} does not fit {nd} spatial axes")
+        elif self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            out = tuple(n * s for n, s in zip(spatial, strides))
+        else:
+            out = None
+        if out is not None:  # output_shape or SAME_*: split the total padding that gives ``out``
+            total = [max(0, f - o) for f, o in zip(full, out)]
+            begin = [t // 2 if self.auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        else:
+            begin, end = ([0] * nd, [0] * nd) if self.auto_pad == "VALID" else (pads[:nd], pads[nd:])
+            out = tuple(f - b - e for f, b, e in zip(full, begin, end))
+        if any(o <= 0 for o in out):
+            raise self.unsupported(f"the output's spatial shape {list(out)} is empty")
+        # the padded output holds ``full``, or more where output_shape asks for more
+        end = [max(0, f - o - b) for f, o, b in zip(full, out, begin)]
+        win = Window(
+            kernel=kernel,
+            strides=strides,
+            dilations=dilations,
+            pads_begin=tuple(begin),
+            pads_end=tuple(end),
+            declared_end=tuple(end),
+            out=spatial,
+        )
+        return win, out
+
+    def forward(self, x: Array, w: Array, b: Array | None = None) -> tuple:
+        xp = array_module(x)
+        n, c = x.shape[:2]
+        g = self.group
+        if c != w.shape[0]:
+            raise self.unsupported(f"input has {c} channels, weight expects {w.shape[0]}")
+        if c % g:
+            raise self.unsupported(f"{c} input channels do not split into {g} groups")
+        win, out = self.window(x, w)
+        o = w.shape[1] * g
+        wt = w.reshape(g, c // g, -1).transpose(0, 2, 1)
+        cols = xp.matmul(wt, x.reshape(n, g, c // g, -1)).reshape((n, o) + win.kernel + win.out)
+        padded = tuple(s + b_ + e for s, b_, e in zip(out, win.pads_begin, win.pads_end))
+        y = win.crop(win.scatter_add(cols, (n, o) + padded))
+        if b is not None:
+            y = y + b.reshape((1, o) + (1,) * len(out))
+        elif win.padded:
+            y = xp.ascontiguousarray(y)
+        return (y,), (x.shape, w, win)
+
+    def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
+        shape, w, win = ctx
+        if any(needs[1:]):
+            raise self.unsupported("gradients with respect to weights or bias are not computed")
+        xp = array_module(w)
+        n, c = shape[:2]
+        g = self.group
+        cols = win.view(win.pad(grads[0], 0.0)).reshape(n, g, -1, math.prod(win.out))
+        dx = xp.matmul(w.reshape(g, c // g, -1), cols)
+        return [dx.reshape(shape)] + [None] * (len(needs) - 1)

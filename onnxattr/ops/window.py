@@ -1,0 +1,132 @@
+"""Sliding windows over the spatial axes of an (N, C, *spatial) array: im2col and col2im.
+
+Conv and the pooling ops share this geometry. ``Window`` resolves ONNX's kernel, stride,
+dilation, pads, auto_pad and ceil_mode attributes for one input shape; ``view`` returns the
+windows as a strided view of shape (N, C, *kernel, *out) without copying, and ``scatter_add`` is
+its adjoint (col2im), looping over kernel offsets only.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..backend import array_module
+from .base import Array
+
+
+@dataclass(frozen=True)
+class Window:
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads_begin: tuple[int, ...]
+    pads_end: tuple[int, ...]  # including any extra padding that ceil_mode needs
+    declared_end: tuple[int, ...]  # the end pads the model declared
+    out: tuple[int, ...]
+
+    @property
+    def padded(self) -> bool:
+        return any(self.pads_begin) or any(self.pads_end)
+
+    def pad(self, x: Array, value: float) -> Array:
+        """x with the window's padding on its spatial axes."""
+        if not self.padded:
+            return x
+        xp = array_module(x)
+        widths = [(0, 0), (0, 0)] + list(zip(self.pads_begin, self.pads_end))
+        return xp.pad(x, widths, mode="constant", constant_values=value)
+
+    def view(self, xpad: Array) -> Array:
+        """Windows of the padded input as a (N, C, *kernel, *out) strided view."""
+        xp = array_module(xpad)
+        s = xpad.strides
+        spatial = s[2:]
+        shape = xpad.shape[:2] + self.kernel + self.out
+        strides = s[:2] + tuple(st * d for st, d in zip(spatial, self.dilations)) + tuple(
+            st * k for st, k in zip(spatial, self.strides)
+        )
+        return xp.lib.stride_tricks.as_strided(xpad, shape=shape, strides=strides)
+
+    def offsets(self) -> Any:
+        """Every kernel offset as a tuple of slices into the padded input's spatial axes."""
+        for k in itertools.product(*(range(n) for n in self.kernel)):
+            yield tuple(
+                slice(ki * d, ki * d + (o - 1) * s + 1, s)
+                for ki, d, o, s in zip(k, self.dilations, self.out, self.strides)
+            ), k
+
+    def scatter_add(self, cols: Array, padded_shape: tuple[int, ...]) -> Array:
+        """Adjoint of ``view``: sum (N, C, *kernel, *out) columns into a padded input."""
+        xp = array_module(cols)
+        dx = xp.zeros(padded_shape, dtype=cols.dtype)
+        for sl, k in self.offsets():
+            dx[(slice(None), slice(None)) + sl] += cols[(slice(None), slice(None)) + k]
+        return dx
+
+    def crop(self, xpad: Array) -> Array:
+        """The unpadded part of a padded input."""
+        if not self.padded:
+            return xpad
+        sl = tuple(
+            slice(b, n - e) for b, e, n in zip(self.pads_begin, self.pads_end, xpad.shape[2:])
+        )
+        return xpad[(slice(None), slice(None)) + sl]
+
+
+def resolve(
+    op: Any,
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    ceil_mode: bool = False,
+) -> Window:
+    """The window geometry of ``op`` (its strides/dilations/pads/auto_pad attributes) on an input
+    with these spatial sizes. ``op.unsupported`` names the node on a bad attribute."""
+    a = op.attrs
+    nd = len(spatial)
+    kernel = tuple(int(k) for k in kernel)
+    strides = tuple(a.get("strides") or (1,) * nd)
+    dilations = tuple(a.get("dilations") or (1,) * nd)
+    pads = list(a.get("pads") or (0,) * (2 * nd))
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if len(kernel) != nd or len(strides) != nd or len(dilations) != nd or len(pads) != 2 * nd:
+        raise op.unsupported(
+            f"kernel/strides/dilations/pads of lengths {len(kernel)}/{len(strides)}/"
+            f"{len(dilations)}/{len(pads)} do not fit {nd} spatial axes"
+        )
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        out = [math.ceil(n / s) for n, s in zip(spatial, strides)]
+        total = [max(0, (o - 1) * s + e - n) for o, s, e, n in zip(out, strides, extent, spatial)]
+        small = [t // 2 for t in total]
+        big = [t - t // 2 for t in total]
+        begin, end = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+    elif auto_pad == "VALID":
+        begin, end = [0] * nd, [0] * nd
+    elif auto_pad == "NOTSET":
+        begin, end = pads[:nd], pads[nd:]
+    else:
+        raise op.unsupported(f"auto_pad={auto_pad!r}")
+    out = []
+    for n, b, e, ext, s in zip(spatial, begin, end, extent, strides):
+        span = n + b + e - ext
+        if span < 0:
+            raise op.unsupported(f"kernel extent {ext} is larger than the padded input {n + b + e}")
+        o = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (o - 1) * s >= n + b:  # the last window must start inside the input
+            o -= 1
+        out.append(o)
+    full_end = [
+        max(e, (o - 1) * s + ext - n - b) for n, b, e, ext, s, o in zip(spatial, begin, end, extent, strides, out)
+    ]
+    return Window(
+        kernel=kernel,
+        strides=strides,
+        dilations=dilations,
+        pads_begin=tuple(begin),
+        pads_end=tuple(full_end),
+        declared_end=tuple(end),
+        out=tuple(out),
+    )
