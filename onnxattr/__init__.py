@@ -1,0 +1,25 @@
+"""onnxattr: attribution and analysis for any model that exports to ONNX.
+
+>>> import onnxattr
+>>> model = onnxattr.load("model.onnx")                 # or device="cuda"
+>>> logits = model(x)                                   # numpy float32 batch in, numpy out
+>>> a = onnxattr.attribute(model, x, target=3, method="integrated_gradients")
+>>> onnxattr.methods()                                  # every method and its options
+"""
+from .errors import InputError, ModelError, OnnxAttrError, OptionError, UnsupportedOpError
+from .methods import attribute, methods
+from .model import Model, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InputError",
+    "Model",
+    "ModelError",
+    "OnnxAttrError",
+    "OptionError",
+    "UnsupportedOpError",
+    "attribute",
+    "load",
+    "methods",
+]

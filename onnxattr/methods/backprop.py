@@ -1,0 +1,155 @@
+"""Modified-backprop methods: DeconvNet, Guided Backprop, RectGrad, DeepLIFT (Rescale), and the
+LRP composites. Each is one forward and one backward pass in which a composite's rules replace
+some vjps; ``run`` is shared by all of them."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import composites as C
+from ..composites import Composite, Kind, OpType
+from ..errors import OptionError
+from ..model import Model
+from ..ops.base import Array
+from ..rules import DeconvNet, GuidedBackprop, RectGrad, Rescale, RescaleMaxPool
+from .gradients import baseline_array
+from .registry import Backprop, Option, register
+
+EPSILON = Option(1e-6, "stabilizer of the epsilon rule on dense layers")
+
+
+def run(model: Model, x: Array, target: np.ndarray | None, bp: Backprop) -> Array:
+    """The relevance at the input after one backward pass with ``bp``'s rules and seed."""
+    return model.propagate(x, target, bp.rule_for, bp.seed)[model.input_name]
+
+
+def composite_backprop(make: Any, seed: str) -> Any:
+    """The ``backprop`` of a method whose rules come from a composite made from its options."""
+
+    def backprop(model: Model, **options: Any) -> Backprop:
+        composite = make(**options)
+        return Backprop(composite.rule_for(model.graph), seed)
+
+    return backprop
+
+
+def _relu(rule: Any, name: str) -> Any:
+    return lambda **options: Composite([(OpType("Relu"), rule(**options))], name=name)
+
+
+def _backprop_method(name: str, make: Any, seed: str, doc: str, **options: Option) -> None:
+    bp = composite_backprop(make, seed)
+
+    def method(model: Model, x: Array, target: np.ndarray | None, **opts: Any) -> Array:
+        return run(model, x, target, bp(model, **opts))
+
+    method.__doc__ = doc
+    method.__name__ = name.replace(".", "_")
+    register(name, backprop=bp, **options)(method)
+
+
+_backprop_method(
+    "deconvnet", _relu(DeconvNet, "deconvnet"), "one",
+    """DeconvNet: the gradient with each ReLU's backward replaced by max(R, 0).
+
+    Zeiler & Fergus 2014, "Visualizing and understanding convolutional networks" (as Captum's
+    Deconvolution).""",
+)
+_backprop_method(
+    "guided_backprop", _relu(GuidedBackprop, "guided_backprop"), "one",
+    """Guided Backprop: the gradient with each ReLU's backward followed by max(., 0).
+
+    Springenberg et al. 2015, "Striving for simplicity: the all convolutional net" (as Captum's
+    GuidedBackprop).""",
+)
+_backprop_method(
+    "rectgrad", _relu(RectGrad, "rectgrad"), "one",
+    """RectGrad: at each ReLU only the units with a * R above the q-th percentile pass R.
+
+    Kim et al. 2019, "Why are saliency maps noisy? Cause of and solution to noisy saliency
+    maps".""",
+    q=Option(98.0, "percentile of a * R per layer and sample below which relevance is cut"),
+)
+
+
+def _deeplift_composite(eps: float) -> Composite:
+    return Composite([(Kind("activation"), Rescale(eps)), (OpType("MaxPool", "GlobalMaxPool"), RescaleMaxPool(eps))],
+                     name="deeplift")
+
+
+@register(
+    "deeplift",
+    backprop=composite_backprop(lambda baseline=0.0, eps=1e-10: _deeplift_composite(eps), "one"),
+    baseline=Option(0.0, "reference input: a number or an array broadcastable to x"),
+    eps=Option(1e-10, "where |x - x0| < eps at a nonlinearity, its gradient is used"),
+)
+def deeplift(model: Model, x: Array, target: np.ndarray | None, baseline: Any, eps: float) -> Array:
+    """DeepLIFT (Rescale): R = (x - x0) * m, m the multipliers (y - y0) / (x - x0) of the
+    nonlinearities chained by the linear layers' transposes.
+
+    Shrikumar, Greenside & Kundaje 2017, "Learning important features through propagating
+    activation differences". As Captum's DeepLift: input and reference run as one stacked batch,
+    MaxPool has its own rule, linear layers keep their gradient.
+    """
+    xp = model.xp
+    b = xp.broadcast_to(baseline_array(model, x, baseline), x.shape)
+    n = x.shape[0]
+    if model.fixed_batch is not None:
+        raise OptionError(
+            f"deeplift runs input and reference as one batch of {2 * n}, but the model fixes its "
+            f"batch size to {model.fixed_batch}; export it with a dynamic batch axis"
+        )
+    t = target if target is not None else model.resolve_target(None, model.forward(x))
+    stacked = xp.concatenate([x, b])
+    composite = _deeplift_composite(eps)
+    m = model.propagate(stacked, np.concatenate([t, t]), composite.rule_for(model.graph), "one")[model.input_name]
+    return (x - b) * m[:n]
+
+
+def _lrp_method(name: str, make: Any, doc: str, **options: Option) -> None:
+    _backprop_method(name, make, "logit", doc, **options)
+
+
+_lrp_method("lrp.epsilon", lambda epsilon: C.everywhere(C.Epsilon(epsilon), "epsilon"),
+            "LRP-epsilon on every Conv and dense layer (Bach et al. 2015).", epsilon=EPSILON)
+_lrp_method("lrp.z_plus", lambda: C.everywhere(C.ZPlus(), "z_plus"),
+            "z+ on every Conv and dense layer (Montavon et al. 2017, deep Taylor decomposition).")
+_lrp_method("lrp.gamma", lambda gamma: C.everywhere(C.Gamma(gamma), "gamma"),
+            "LRP-gamma on every Conv and dense layer (Montavon et al. 2019).",
+            gamma=Option(0.25, "weight of the positive parameters"))
+_lrp_method("lrp.alpha1_beta0", lambda: C.everywhere(C.AlphaBeta(1.0, 0.0), "alpha1_beta0"),
+            "LRP-alpha1-beta0 on every Conv and dense layer (Bach et al. 2015).")
+_lrp_method("lrp.epsilon_plus_flat", C.epsilon_plus_flat,
+            "Flat on the first layer, z+ on convolutions, epsilon on dense layers (Zennit's "
+            "EpsilonPlusFlat; Kohlbrenner et al. 2020).", epsilon=EPSILON)
+_lrp_method("lrp.epsilon_alpha2_beta1", C.epsilon_alpha2_beta1,
+            "alpha2-beta1 on convolutions, epsilon on dense layers (Zennit's EpsilonAlpha2Beta1).",
+            epsilon=EPSILON)
+_lrp_method("lrp.epsilon_alpha2_beta1_flat", C.epsilon_alpha2_beta1_flat,
+            "Flat on the first layer, alpha2-beta1 on convolutions, epsilon on dense layers "
+            "(Zennit's EpsilonAlpha2Beta1Flat).", epsilon=EPSILON)
+
+
+def _box(low: Any, high: Any, gamma: float, epsilon: float) -> Composite:
+    if low is None or high is None:
+        raise OptionError("lrp.epsilon_gamma_box needs low= and high= (the input's bounds: numbers or arrays)")
+    return C.epsilon_gamma_box(low, high, gamma, epsilon)
+
+
+_lrp_method("lrp.epsilon_gamma_box", _box,
+            "z^B(low, high) on the first layer, gamma on convolutions, epsilon on dense layers "
+            "(Zennit's EpsilonGammaBox; Montavon et al. 2017).",
+            low=Option(None, "lowest input value: a number or an array broadcastable to x (required)"),
+            high=Option(None, "highest input value: a number or an array broadcastable to x (required)"),
+            gamma=Option(0.25, "gamma of the convolutions"), epsilon=EPSILON)
+
+
+def _custom(composite: Any) -> Composite:
+    if not isinstance(composite, Composite):
+        raise OptionError("method 'lrp' needs composite=, an onnxattr.composites.Composite mapping layers to rules")
+    return composite
+
+
+_lrp_method("lrp", _custom, "LRP with a custom composite: composite=Composite([(selector, rule), ...]).",
+            composite=Option(None, "an onnxattr.composites.Composite (required)"))

@@ -1,0 +1,224 @@
+"""The loaded model: a LayerGraph (canonized), its parameters on a device, and checked
+forward/backward calls.
+
+``Model`` is what ``onnxattr.load`` returns. Calling it runs the forward pass; ``propagate`` runs
+forward and one backward pass from a seed at the target output. Inputs are checked here (dtype,
+shape, NaN) and batches are cut into chunks where the graph fixes its batch size.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from . import backend, engine
+from .canonize import canonize
+from .errors import InputError
+from .graph import LayerGraph, build, read_model
+from .ops.base import Array
+
+
+class Model:
+    """An ONNX model prepared for attribution. Create it with :func:`onnxattr.load`."""
+
+    def __init__(self, graph: LayerGraph, proto: onnx.ModelProto, device: str = "cpu") -> None:
+        self.graph = graph
+        self.proto = proto
+        self.device = backend.check_device(device)
+        self.xp = backend.module_for(device)
+        self.params = {
+            k: backend.to_device(v, device) if v.dtype.kind == "f" else v
+            for k, v in graph.constants.items()
+        }
+
+    # ---- what the model takes and gives -------------------------------------------------
+    @property
+    def input_name(self) -> str:
+        return self.graph.input.name
+
+    @property
+    def output_name(self) -> str:
+        return self.graph.output
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...] | None:
+        """The declared input shape; None marks a symbolic dimension."""
+        return self.graph.input.shape
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the graph fixes, if its first input dimension is a number."""
+        shape = self.input_shape
+        return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+
+    def __repr__(self) -> str:
+        return (
+            f"Model(input={self.input_name!r} {self.input_shape}, output={self.output_name!r}, "
+            f"{len(self.graph.nodes)} nodes, device={self.device!r})"
+        )
+
+    # ---- checked entry points -----------------------------------------------------------
+    def check_input(self, x: Any, what: str = "x") -> np.ndarray:
+        """``x`` as a float32 batch of the model's input shape; InputError otherwise."""
+        if not isinstance(x, np.ndarray):
+            if type(x).__module__.startswith("cupy"):
+                x = backend.to_host(x)
+            else:
+                raise InputError(f"{what} must be a numpy array, got {type(x).__name__}")
+        if x.dtype != np.float32:
+            raise InputError(f"{what} must be float32, got {x.dtype}; convert with {what}.astype(np.float32)")
+        shape = self.input_shape
+        if shape is not None:
+            if x.ndim != len(shape):
+                raise InputError(
+                    f"{what} has shape {x.shape} ({x.ndim} dims); input {self.input_name!r} "
+                    f"expects {len(shape)} dims {_show(shape)}"
+                )
+            for i, (got, want) in enumerate(zip(x.shape[1:], shape[1:]), start=1):
+                if isinstance(want, int) and want > 0 and got != want:
+                    raise InputError(
+                        f"{what} has shape {x.shape}; input {self.input_name!r} expects "
+                        f"{_show(shape)} (dimension {i} is {got}, not {want})"
+                    )
+        if x.shape[0] == 0:
+            raise InputError(f"{what} is an empty batch")
+        if not np.isfinite(x).all():
+            raise InputError(f"{what} contains NaN or infinite values")
+        return x
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The output (logits) for a float32 batch, as a NumPy array."""
+        x = self.check_input(x)
+        return backend.to_host(self.forward(self.xp.asarray(x)))
+
+    def forward(self, x: Array, fetch: Sequence[str] = ()) -> Array | dict[str, Array]:
+        """Forward pass on a device batch: the output, or a dict of the tensors in ``fetch``."""
+        parts = [engine.forward(self.graph, self.params, c, fetch=fetch).values for c in self.chunks(x)]
+        if not fetch:
+            return _concat(self.xp, [p[self.output_name] for p in parts])
+        return {t: _concat(self.xp, [p[t] for p in parts]) for t in fetch}
+
+    def chunks(self, x: Array) -> list[Array]:
+        """``x`` cut into batches the graph accepts (all of it unless the batch size is fixed)."""
+        b = self.fixed_batch
+        if b is None or x.shape[0] == b:
+            return [x]
+        if x.shape[0] % b:
+            raise InputError(f"the model fixes the batch size to {b}; got a batch of {x.shape[0]}")
+        return [x[i : i + b] for i in range(0, x.shape[0], b)]
+
+    def check_target(self, target: Any, n: int) -> np.ndarray | None:
+        """``target`` as one int per sample (None stays None: the argmax, once known).
+
+        The class range is checked here where shape inference knows the output size, and
+        against the actual output in :meth:`resolve_target` otherwise."""
+        if target is None:
+            return None
+        t = np.asarray(target)
+        if t.dtype.kind not in "iu" and not (t.dtype.kind == "f" and t.size and np.all(t == np.round(t))):
+            raise InputError(f"target must be an int or one int per sample, got {target!r}")
+        t = np.broadcast_to(t.astype(np.int64), (n,)) if t.ndim == 0 else t.astype(np.int64)
+        if t.shape != (n,):
+            raise InputError(f"target has {t.size} entries for a batch of {n}")
+        classes = self.n_classes
+        if classes is not None:
+            _check_range(t, classes, self.output_name)
+        return t
+
+    @property
+    def n_classes(self) -> int | None:
+        """The number of entries per sample of the explained output, where shape inference knows it."""
+        shape = self.graph.shapes.get(self.output_name)
+        if shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+            return None
+        return int(np.prod(shape[1:]))
+
+    def resolve_target(self, target: np.ndarray | None, out: Array) -> np.ndarray:
+        """The per-sample target for an output batch: the given one (range-checked) or the argmax."""
+        flat = out.reshape(out.shape[0], -1)
+        if target is None:
+            return backend.to_host(flat.argmax(axis=1)).astype(np.int64)
+        _check_range(target, flat.shape[1], self.output_name)
+        return target
+
+    # ---- forward + backward -------------------------------------------------------------
+    def propagate(
+        self,
+        x: Array,
+        target: np.ndarray | None,
+        rule_for: engine.RuleFor | None = None,
+        seed: str = "one",
+        observer: engine.Observer | None = None,
+        fetch: Sequence[str] = (),
+    ) -> dict[str, Array]:
+        """One forward and one backward pass on a device batch.
+
+        The seed is one-hot at ``target`` (the argmax where None; ``seed="one"``) or the target logit's value there
+        (``seed="logit"``, the LRP convention). Returns the input's cotangent (relevance) under
+        the input name, plus those of the tensors in ``fetch``.
+        """
+        results = []
+        start = 0
+        for c in self.chunks(x):
+            t = None if target is None else target[start : start + c.shape[0]]
+            start += c.shape[0]
+            tape = engine.forward(self.graph, self.params, c, record=True, rule_for=rule_for)
+            out = tape.values[self.output_name]
+            s = self.seed(out, self.resolve_target(t, out), scale_by_logit=seed == "logit")
+            grads = engine.backward(self.graph, tape, s, rule_for, observer, fetch)
+            grads[self.input_name] = (
+                self.xp.zeros_like(c) if grads[self.input_name] is None else grads[self.input_name]
+            )
+            results.append(grads)
+        return {k: _concat(self.xp, [r[k] for r in results]) for k in results[0]}
+
+    def seed(self, out: Array, target: np.ndarray, scale_by_logit: bool = False) -> Array:
+        """One-hot cotangent of ``out`` at each sample's target, optionally times the logit."""
+        xp = self.xp
+        n = out.shape[0]
+        flat = xp.zeros((n, int(np.prod(out.shape[1:]))), dtype=out.dtype)
+        idx = xp.asarray(target)
+        rows = xp.arange(n)
+        flat[rows, idx] = out.reshape(n, -1)[rows, idx] if scale_by_logit else 1
+        return flat.reshape(out.shape)
+
+
+def load(
+    model: str | os.PathLike | onnx.ModelProto,
+    device: str = "cpu",
+    input_name: str | None = None,
+    output_name: str | None = None,
+) -> Model:
+    """Read an ONNX model (a path or a ModelProto) and prepare it for attribution.
+
+    Args:
+        model: path to a ``.onnx`` file (external data beside it is loaded) or a ModelProto.
+        device: ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy).
+        input_name: which graph input to attribute to, where the model has several.
+        output_name: which tensor to explain; any graph output or intermediate tensor. By
+            default the single graph output, with a final Softmax/LogSoftmax dropped so that the
+            logits are explained.
+
+    Raises:
+        ModelError: not an ONNX model, or no such input/output.
+        UnsupportedOpError: a node whose op type or attributes are not implemented (named).
+    """
+    proto = read_model(model)
+    graph = canonize(build(proto, input_name=input_name, output_name=output_name))
+    return Model(graph, proto, device)
+
+
+def _check_range(t: np.ndarray, classes: int, output: str) -> None:
+    bad = (t < 0) | (t >= classes)
+    if bad.any():
+        raise InputError(f"target {t[bad].tolist()} out of range: output {output!r} has {classes} classes")
+
+
+def _concat(xp: Any, parts: list[Array]) -> Array:
+    return parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
+
+
+def _show(shape: tuple) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"

@@ -1,0 +1,113 @@
+"""Modified-gradient rules at activations: DeconvNet, Guided Backprop, RectGrad, and DeepLIFT
+(Rescale), each replacing an activation's vjp. Everything else keeps its exact vjp."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..backend import array_module
+from ..engine import NodeRecord
+from ..graph import Node
+from ..ops.base import Array
+from .base import Rule, first_output
+
+
+class DeconvNet(Rule):
+    """R_in = max(R_out, 0): the ReLU's mask is replaced by one on the backward signal
+    (Zeiler & Fergus 2014; as Captum's Deconvolution)."""
+
+    def backward(self, node: Node, record: NodeRecord, grads: Sequence[Array | None],
+                 needs: Sequence[bool]) -> list[Array | None]:
+        g = first_output(grads)
+        return [array_module(g).maximum(g, 0)] + [None] * (len(needs) - 1)
+
+
+class GuidedBackprop(Rule):
+    """R_in = max(f'(x) R_out, 0): the exact vjp, then only positive signals pass
+    (Springenberg et al. 2015; as Captum's GuidedBackprop)."""
+
+    def backward(self, node: Node, record: NodeRecord, grads: Sequence[Array | None],
+                 needs: Sequence[bool]) -> list[Array | None]:
+        g = node.op.vjp(record.ctx, grads, needs)
+        return [array_module(x).maximum(x, 0) if x is not None else None for x in g]
+
+
+class RectGrad(Rule):
+    """R_in = R_out * 1[a * R_out > tau], tau the q-th percentile of a * R_out over each sample's
+    units of the layer, a the activation's output (Kim et al. 2019, "Why are saliency maps noisy?").
+    """
+
+    needs_outputs = True
+
+    def __init__(self, q: float = 98.0) -> None:
+        if not 0 <= q <= 100:
+            raise ValueError(f"RectGrad percentile q must be in [0, 100], got {q}")
+        self.q = float(q)
+
+    def backward(self, node: Node, record: NodeRecord, grads: Sequence[Array | None],
+                 needs: Sequence[bool]) -> list[Array | None]:
+        g = first_output(grads)
+        xp = array_module(g)
+        a = record.outputs[0]
+        score = a * g
+        n = score.shape[0]
+        tau = xp.percentile(score.reshape(n, -1), self.q, axis=1).astype(g.dtype)
+        keep = score > tau.reshape((n,) + (1,) * (score.ndim - 1))
+        return [g * keep] + [None] * (len(needs) - 1)
+
+
+class Rescale(Rule):
+    """DeepLIFT Rescale at a nonlinearity y = f(x), on a batch that stacks inputs and references
+    [x; x0]: R_in = R_out (y - y0) / (x - x0), or the exact vjp where |x - x0| < eps
+    (Shrikumar et al. 2017; as Captum's DeepLift, eps = 1e-10)."""
+
+    needs_inputs = True
+    needs_outputs = True
+
+    def __init__(self, eps: float = 1e-10) -> None:
+        self.eps = float(eps)
+
+    def backward(self, node: Node, record: NodeRecord, grads: Sequence[Array | None],
+                 needs: Sequence[bool]) -> list[Array | None]:
+        g = first_output(grads)
+        xp = array_module(g)
+        dx = _halves_delta(record.inputs[0])
+        dy = _halves_delta(record.outputs[0])
+        exact = node.op.vjp(record.ctx, grads, needs)[0]
+        safe = xp.where(xp.abs(dx) < self.eps, 1, dx)
+        return [xp.where(xp.abs(dx) < self.eps, exact, g * dy / safe)] + [None] * (len(needs) - 1)
+
+
+class RescaleMaxPool(Rule):
+    """DeepLIFT at max pooling, as Captum's ``maxpool`` rule on the stacked batch [x; x0]:
+    the output difference max(y, y0) - y0 goes back through x's argmax, y - max(y, y0) through
+    x0's, and their sum is divided by x - x0 (the exact vjp where |x - x0| < eps)."""
+
+    needs_inputs = True
+    needs_outputs = True
+
+    def __init__(self, eps: float = 1e-10) -> None:
+        self.eps = float(eps)
+
+    def backward(self, node: Node, record: NodeRecord, grads: Sequence[Array | None],
+                 needs: Sequence[bool]) -> list[Array | None]:
+        g = first_output(grads)
+        xp = array_module(g)
+        y = record.outputs[0]
+        n = y.shape[0] // 2
+        top = xp.maximum(y[:n], y[n:])
+        delta_out = xp.concatenate([top - y[n:], y[:n] - top])
+        unpooled = node.op.vjp(record.ctx, [g * delta_out], needs)[0]
+        summed = unpooled[:n] + unpooled[n:]
+        summed = xp.concatenate([summed, summed])
+        dx = _halves_delta(record.inputs[0])
+        exact = node.op.vjp(record.ctx, grads, needs)[0]
+        small = xp.abs(dx) < self.eps
+        return [xp.where(small, exact, summed / xp.where(small, 1, dx))] + [None] * (len(needs) - 1)
+
+
+def _halves_delta(v: Array) -> Array:
+    """(v[:n] - v[n:]) repeated for both halves of a stacked [x; x0] batch."""
+    xp = array_module(v)
+    n = v.shape[0] // 2
+    d = v[:n] - v[n:]
+    return xp.concatenate([d, d])

@@ -1,0 +1,106 @@
+"""Check one ONNX op: our forward against onnxruntime, our vjp against central finite differences.
+
+``check_op`` builds a single-node model with onnx.helper, runs it in onnxruntime and through our
+op class, and compares; ``check_vjp`` compares <vjp(g), e> with (f(x + h e) - f(x - h e)) / 2h . g
+in float64 on random directions.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from onnxattr.ops import make_op
+
+DEFAULT_OPSET = 17
+
+
+def run_ort(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any],
+            n_outputs: int = 1, opset: int = DEFAULT_OPSET) -> list[np.ndarray]:
+    """The op's outputs computed by onnxruntime (None inputs are omitted optional inputs)."""
+    names = [f"in{i}" if a is not None else "" for i, a in enumerate(inputs)]
+    outs = [f"out{i}" for i in range(n_outputs)]
+    node = helper.make_node(op_type, names, outs, **attrs)
+    graph_inputs = [
+        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+        for n, a in zip(names, inputs) if a is not None
+    ]
+    graph = helper.make_graph([node], "t", graph_inputs, [helper.ValueInfoProto(name=o) for o in outs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    types = {v.name: v.type for v in inferred.graph.value_info}
+    for out in model.graph.output:
+        out.type.CopyFrom(types[out.name])
+    model.ir_version = min(model.ir_version, 10)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {n: a for n, a in zip(names, inputs) if a is not None}
+    return sess.run(None, feeds)
+
+
+def our_forward(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any],
+                opset: int = DEFAULT_OPSET) -> tuple:
+    op = make_op(op_type, _parsed(attrs), opset, "test")
+    return op.forward(*inputs)
+
+
+def _parsed(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes as the graph loader gives them: through an AttributeProto round trip."""
+    return {k: helper.get_attribute_value(helper.make_attribute(k, v)) for k, v in attrs.items()}
+
+
+def check_op(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any] | None = None,
+             n_outputs: int = 1, opset: int = DEFAULT_OPSET, rtol: float = 1e-4) -> tuple:
+    """Assert our forward equals onnxruntime's; return our (outputs, ctx)."""
+    attrs = attrs or {}
+    expected = run_ort(op_type, inputs, attrs, n_outputs, opset)
+    outputs, ctx = our_forward(op_type, inputs, attrs, opset)
+    for i, (got, want) in enumerate(zip(outputs, expected)):
+        got = np.asarray(got)
+        assert got.shape == want.shape, f"{op_type} output {i}: shape {got.shape} != {want.shape}"
+        scale = max(float(np.abs(want).max(initial=0.0)), 1e-6)
+        err = float(np.abs(got.astype(np.float64) - want).max(initial=0.0)) / scale
+        assert err < rtol, f"{op_type} output {i}: max relative error {err:.2e}"
+    return outputs, ctx
+
+
+def check_vjp(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any] | None = None,
+              wrt: Sequence[int] = (0,), opset: int = DEFAULT_OPSET, seed: int = 0,
+              h: float = 1e-6, rtol: float = 1e-6, n_dirs: int = 3) -> None:
+    """Assert the vjp w.r.t. the inputs in ``wrt`` matches central finite differences (float64)."""
+    rng = np.random.default_rng(seed)
+    attrs = attrs or {}
+    x64 = [None if a is None else (a.astype(np.float64) if a.dtype.kind == "f" else a) for a in inputs]
+    op = make_op(op_type, _parsed(attrs), opset, "test")
+    outputs, ctx = op.forward(*x64)
+    gs = [rng.standard_normal(o.shape) if o.dtype.kind == "f" else None for o in outputs]
+    needs = [i in wrt for i in range(len(inputs))]
+    grads = op.vjp(ctx, gs, needs)
+    for i in wrt:
+        for _ in range(n_dirs):
+            e = rng.standard_normal(x64[i].shape)
+            plus = list(x64)
+            minus = list(x64)
+            plus[i] = x64[i] + h * e
+            minus[i] = x64[i] - h * e
+            fp = op.forward(*plus)[0]
+            fm = op.forward(*minus)[0]
+            fd = sum(float(np.sum((p - m) / (2 * h) * g)) for p, m, g in zip(fp, fm, gs) if g is not None)
+            an = float(np.sum(grads[i] * e))
+            assert abs(fd - an) <= rtol * max(1.0, abs(fd)) + 1e-7, (
+                f"{op_type} vjp wrt input {i}: analytic {an:.8g} vs finite difference {fd:.8g}"
+            )
+
+
+def rand(*shape: int, seed: int = 0, dtype: Any = np.float32) -> np.ndarray:
+    """A standard-normal array of ``shape``."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def ints(values: Sequence[int]) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64)
+
+
+__all__ = ["check_op", "check_vjp", "run_ort", "our_forward", "rand", "ints", "onnx"]

@@ -1,0 +1,120 @@
+"""Modified-backprop methods and LRP composites: the Captum and Zennit oracles, the identities of
+the literature, and runs on real architectures."""
+import numpy as np
+import pytest
+
+import onnxattr
+from onnxattr.composites import Composite, First, Kind, Name, OpType
+from onnxattr.errors import OptionError
+from onnxattr.rules import Epsilon, Flat, ZPlus
+from oracles import MODELS, oracle, rel_l2
+from toy import deepexplain_toy, linear, relu_mlp
+from zoo import light_model, randomized
+
+CAPTUM = ["guided_backprop", "deconvnet", "deeplift"]
+ZENNIT = ["lrp.epsilon", "lrp.z_plus", "lrp.gamma", "lrp.alpha1_beta0", "lrp.epsilon_plus_flat",
+          "lrp.epsilon_gamma_box", "lrp.epsilon_alpha2_beta1", "lrp.epsilon_alpha2_beta1_flat"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("method", CAPTUM + ZENNIT)
+def test_matches_oracle(name, method):
+    path, ref = oracle(name)
+    model = onnxattr.load(path)
+    opts = {"low": ref["low"], "high": ref["high"]} if method == "lrp.epsilon_gamma_box" else {}
+    a = onnxattr.attribute(model, ref["input"], ref["target"], method, **opts)
+    assert rel_l2(a, ref[method]).max() < 1e-3
+
+
+def test_deepexplain_toy():
+    """f = ReLU(ReLU(x1 - 1) - ReLU(x2)) at x = (3, 1): eps-LRP [3, -1], DeepLIFT [2, -1]."""
+    model = onnxattr.load(deepexplain_toy())
+    x = np.array([[3.0, 1.0]], dtype=np.float32)
+    np.testing.assert_allclose(onnxattr.attribute(model, x, 0, "lrp.epsilon"), [[3.0, -1.0]], rtol=1e-5)
+    np.testing.assert_allclose(onnxattr.attribute(model, x, 0, "deeplift"), [[2.0, -1.0]], rtol=1e-5)
+
+
+def test_epsilon_to_zero_is_input_x_gradient():
+    model = onnxattr.load(relu_mlp([10, 16, 16, 4], seed=1))
+    x = np.random.default_rng(2).standard_normal((5, 10)).astype(np.float32)
+    ixg = onnxattr.attribute(model, x, 2, "input_x_gradient")
+    lrp = onnxattr.attribute(model, x, 2, "lrp.epsilon", epsilon=1e-9)
+    np.testing.assert_allclose(lrp, ixg, rtol=1e-3, atol=1e-5 * np.abs(ixg).max())
+
+
+def test_deeplift_without_bias_is_input_x_gradient():
+    model = onnxattr.load(relu_mlp([10, 16, 16, 4], seed=3, bias=False))
+    x = np.random.default_rng(4).standard_normal((5, 10)).astype(np.float32)
+    np.testing.assert_allclose(onnxattr.attribute(model, x, 1, "deeplift"),
+                               onnxattr.attribute(model, x, 1, "input_x_gradient"), rtol=1e-4, atol=1e-6)
+
+
+def test_z_plus_conserves_without_bias():
+    model = onnxattr.load(relu_mlp([12, 20, 20, 3], seed=5, bias=False))
+    x = np.abs(np.random.default_rng(6).standard_normal((4, 12))).astype(np.float32)
+    logits = model(x)
+    t = np.array([0, 1, 2, 0])
+    a = onnxattr.attribute(model, x, t, "lrp.z_plus")
+    np.testing.assert_allclose(a.sum(axis=1), logits[np.arange(4), t], rtol=0, atol=1e-5)
+
+
+def test_linear_model_methods_coincide():
+    """On a linear model (baseline 0) IG, DeepLIFT and eps-LRP all equal Gradient*Input. IG needs
+    a quadrature whose weights sum to 1; Captum's default trapezoid gives (steps-1)/steps of it."""
+    model = onnxattr.load(linear(8, 3, seed=7, bias=False))
+    x = np.random.default_rng(8).standard_normal((4, 8)).astype(np.float32)
+    ixg = onnxattr.attribute(model, x, 1, "input_x_gradient")
+    runs = {
+        "integrated_gradients": onnxattr.attribute(model, x, 1, "integrated_gradients", integration="trapezoid"),
+        "deeplift": onnxattr.attribute(model, x, 1, "deeplift"),
+        "lrp.epsilon": onnxattr.attribute(model, x, 1, "lrp.epsilon"),
+    }
+    for method, a in runs.items():
+        np.testing.assert_allclose(a, ixg, rtol=1e-4, atol=1e-6, err_msg=method)
+    captum_default = onnxattr.attribute(model, x, 1, "integrated_gradients")
+    np.testing.assert_allclose(captum_default, ixg * 31 / 32, rtol=1e-4, atol=1e-6)
+
+
+def test_custom_composite_by_name_type_and_position():
+    path, ref = oracle("cnn_bn")
+    model = onnxattr.load(path)
+    eps_flat = onnxattr.attribute(model, ref["input"], ref["target"], "lrp.epsilon_plus_flat")
+    same = Composite([(First(), Flat()), (OpType("Conv"), ZPlus()), (OpType("Gemm"), Epsilon())], lrp=True)
+    np.testing.assert_allclose(onnxattr.attribute(model, ref["input"], ref["target"], "lrp", composite=same),
+                               eps_flat, rtol=1e-6)
+    first_conv = next(n.name for n in model.graph.nodes if n.op_type == "Conv")
+    by_name = Composite([(Name(first_conv), Flat()), (Kind("linear"), ZPlus())], lrp=True)
+    table = dict((n, r) for n, _, r in by_name.describe(model.graph))
+    assert table[first_conv] == "Flat(epsilon=1e-06)"
+    assert "Gradient" not in repr(by_name) and "Flat" in repr(by_name)
+    with pytest.raises(OptionError, match="composite="):
+        onnxattr.attribute(model, ref["input"], method="lrp")
+    with pytest.raises(OptionError, match="low= and high="):
+        onnxattr.attribute(model, ref["input"], method="lrp.epsilon_gamma_box")
+    with pytest.raises(TypeError, match="Selector to a Rule"):
+        Composite([("Conv", ZPlus())])
+
+
+def test_rectgrad_q0_keeps_positive_contributions_only():
+    """With q = 0 the threshold is each layer's minimum of a*R, so RectGrad is close to the
+    gradient; with q = 100 nothing passes and the map is 0."""
+    model = onnxattr.load(relu_mlp([10, 16, 16, 4], seed=9))
+    x = np.random.default_rng(1).standard_normal((3, 10)).astype(np.float32)
+    assert np.all(onnxattr.attribute(model, x, 0, "rectgrad", q=100.0) == 0)
+    a = onnxattr.attribute(model, x, 0, "rectgrad", q=98.0)
+    assert np.isfinite(a).all() and np.abs(a).sum() > 0
+
+
+LIGHT_FOR_RULES = ["resnet50", "densenet121", "inception_v1", "squeezenet", "shufflenet"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LIGHT_FOR_RULES)
+def test_rules_run_on_real_architectures(name):
+    model = onnxattr.load(randomized(light_model(name), seed=3))
+    x = np.random.default_rng(0).uniform(0, 1, (1, 3, 224, 224)).astype(np.float32)
+    for method in ["guided_backprop", "deconvnet", "rectgrad"] + ZENNIT:
+        opts = {"low": 0.0, "high": 1.0} if method == "lrp.epsilon_gamma_box" else {}
+        a = onnxattr.attribute(model, x, 0, method, **opts)
+        assert np.isfinite(a).all(), method
+        assert np.abs(a).sum() > 0, method

@@ -1,0 +1,179 @@
+"""Each LRP rule against its dense-matrix formula: the layer as z = W x + b with W its Jacobian."""
+import numpy as np
+import pytest
+
+from onnxattr.engine import NodeRecord
+from onnxattr.graph import Node
+from onnxattr.ops import make_op
+from onnxattr.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, WSquare, Z, ZBox, ZPlus, stabilize
+
+CONVS = [
+    # (x shape, w shape, attrs)
+    ((2, 3, 7, 6), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ((2, 4, 8, 7), (6, 2, 3, 2), {"group": 2, "strides": [2, 1], "pads": [1, 0, 0, 1]}),
+    ((1, 3, 9, 9), (3, 1, 3, 3), {"group": 3, "dilations": [2, 2]}),
+    ((2, 3, 6, 6), (5, 3, 1, 1), {"strides": [2, 2]}),
+]
+
+
+def conv_layer(xs, ws, attrs, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    b = rng.standard_normal(ws[0])
+    op = make_op("Conv", {k: v for k, v in attrs.items()}, 17, "conv")
+    return Node("conv", "Conv", op, ["x", "w", "b"], ["y"]), x, w, b
+
+
+def gemm_layer(seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal((3, 5)), rng.standard_normal((5, 4)), rng.standard_normal(4)
+    return Node("fc", "Gemm", make_op("Gemm", {}, 17, "fc"), ["x", "w", "b"], ["y"]), x, w, b
+
+
+def jacobian(node, w, b_like, shape):
+    """Dense W (d_out x d_in) of the layer with weight ``w`` and no bias, per sample."""
+    d_in = int(np.prod(shape[1:]))
+    basis = np.eye(d_in).reshape((d_in,) + tuple(shape[1:]))
+    cols = node.op.forward(basis, w, None)[0][0]
+    return cols.reshape(d_in, -1).T
+
+
+def dense_bias(node, b, x, w):
+    out = node.op.forward(np.zeros_like(x[:1]), np.zeros_like(w), b)[0][0]
+    return out.reshape(-1)
+
+
+def run(rule, node, x, w, b, r):
+    rec = NodeRecord(ctx=None, inputs=(x, w, b))
+    return rule.backward(node, rec, [r], [True, False, False])[0]
+
+
+def layers():
+    for i, (xs, ws, attrs) in enumerate(CONVS):
+        yield conv_layer(xs, ws, attrs, i)
+    yield gemm_layer(99)
+
+
+LAYERS = list(layers())
+IDS = [f"conv{i}" for i in range(len(CONVS))] + ["gemm"]
+eps = 1e-6
+
+
+def dense(node, x, w, b):
+    W = jacobian(node, w, b, x.shape)
+    bias = dense_bias(node, b, x, w)
+    return W, bias
+
+
+def pos(a):
+    return np.maximum(a, 0)
+
+
+def neg(a):
+    return np.minimum(a, 0)
+
+
+def per_sample(x, r, fn):
+    """Apply a dense formula fn(x_vec, r_vec) -> R_in_vec to each sample."""
+    n = x.shape[0]
+    return np.stack([fn(x[i].reshape(-1), r[i].reshape(-1)) for i in range(n)]).reshape(x.shape)
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=IDS)
+def test_epsilon_and_z(layer):
+    node, x, w, b = layer
+    W, bias = dense(node, x, w, b)
+    r = np.random.default_rng(5).standard_normal((x.shape[0], W.shape[0]))
+    r_shaped = r.reshape((x.shape[0],) + node.op.forward(x, w, b)[0][0].shape[1:])
+    for rule, e in [(Epsilon(0.1), 0.1), (Epsilon(), eps), (Z(), 0.0)]:
+        want = per_sample(x, r, lambda xv, rv: xv * (W.T @ (rv / stabilize(W @ xv + bias, e))))
+        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped), want, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=IDS)
+def test_zplus_alphabeta_gamma(layer):
+    node, x, w, b = layer
+    W, bias = dense(node, x, w, b)
+    Wp, Wn = pos(W), neg(W)
+    bp, bn = pos(bias), neg(bias)
+    r = np.random.default_rng(6).standard_normal((x.shape[0], W.shape[0]))
+    r_shaped = r.reshape((x.shape[0],) + node.op.forward(x, w, b)[0][0].shape[1:])
+
+    def zplus(xv, rv):
+        c = rv / stabilize(Wp @ pos(xv) + bp + Wn @ neg(xv), eps)
+        return pos(xv) * (Wp.T @ c) + neg(xv) * (Wn.T @ c)
+
+    def alphabeta(a, bt):
+        def f(xv, rv):
+            cp = rv / stabilize(Wp @ pos(xv) + bp + Wn @ neg(xv), eps)
+            cn = rv / stabilize(Wn @ pos(xv) + bn + Wp @ neg(xv), eps)
+            return a * (pos(xv) * (Wp.T @ cp) + neg(xv) * (Wn.T @ cp)) - bt * (pos(xv) * (Wn.T @ cn) + neg(xv) * (Wp.T @ cn))
+        return f
+
+    def gamma(g):
+        Wu, Wd = W + g * Wp, W + g * Wn
+        bu, bd = bias + g * bp, bias + g * bn
+
+        def f(xv, rv):
+            z = W @ xv + bias
+            cp = rv * (z > 0) / stabilize(Wu @ pos(xv) + bu + Wd @ neg(xv), eps)
+            cn = rv * (z < 0) / stabilize(Wd @ pos(xv) + bd + Wu @ neg(xv), eps)
+            return pos(xv) * (Wu.T @ cp) + neg(xv) * (Wd.T @ cp) + pos(xv) * (Wd.T @ cn) + neg(xv) * (Wu.T @ cn)
+        return f
+
+    cases = [(ZPlus(), zplus), (AlphaBeta(2, 1), alphabeta(2, 1)), (AlphaBeta(1, 0), alphabeta(1, 0)),
+             (Gamma(0.25), gamma(0.25)), (Gamma(1.0), gamma(1.0))]
+    for rule, formula in cases:
+        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped), per_sample(x, r, formula),
+                                   rtol=1e-7, atol=1e-9, err_msg=repr(rule))
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=IDS)
+def test_zbox_flat_wsquare(layer):
+    node, x, w, b = layer
+    W, bias = dense(node, x, w, b)
+    Wp, Wn = pos(W), neg(W)
+    bp, bn = pos(bias), neg(bias)
+    low, high = -2.0, 3.0
+    r = np.random.default_rng(7).standard_normal((x.shape[0], W.shape[0]))
+    r_shaped = r.reshape((x.shape[0],) + node.op.forward(x, w, b)[0][0].shape[1:])
+    mask = (W != 0).astype(float)  # the receptive field (what a ones-kernel sees)
+
+    def zbox(xv, rv):
+        lv, hv = np.full_like(xv, low), np.full_like(xv, high)
+        z = (W @ xv + bias) - (Wp @ lv + bp) - (Wn @ hv + bn)
+        c = rv / stabilize(z, eps)
+        return xv * (W.T @ c) - lv * (Wp.T @ c) - hv * (Wn.T @ c)
+
+    def flat(xv, rv):
+        return mask.T @ (rv / stabilize(mask @ np.ones_like(xv), eps))
+
+    def wsquare(xv, rv):
+        W2 = W * W
+        return W2.T @ (rv / stabilize(W2 @ np.ones_like(xv), eps))
+
+    for rule, formula in [(ZBox(low, high), zbox), (Flat(), flat), (WSquare(), wsquare)]:
+        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped), per_sample(x, r, formula),
+                                   rtol=1e-7, atol=1e-9, err_msg=repr(rule))
+
+
+def test_norm_splits_add_in_proportion():
+    node = Node("add", "Add", make_op("Add", {}, 17, "add"), ["a", "b"], ["y"])
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.1, 1, (2, 5)), rng.uniform(0.1, 1, (2, 5))
+    r = rng.standard_normal((2, 5))
+    ra, rb = Norm().backward(node, NodeRecord(inputs=(a, b)), [r], [True, True])
+    np.testing.assert_allclose(ra, a / (a + b + eps) * r, rtol=1e-7)
+    np.testing.assert_allclose(rb, b / (a + b + eps) * r, rtol=1e-7)
+    np.testing.assert_allclose(ra + rb, r, rtol=1e-5)
+
+
+def test_stabilizer_sign_of_zero_is_positive():
+    z = np.array([-1.0, 0.0, 2.0])
+    np.testing.assert_array_equal(stabilize(z, 0.5), [-1.5, 0.5, 2.5])
+
+
+def test_alpha_beta_must_differ_by_one():
+    with pytest.raises(ValueError, match="alpha - beta = 1"):
+        AlphaBeta(2.0, 2.0)
