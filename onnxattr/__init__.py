@@ -7,7 +7,7 @@
 >>> onnxattr.methods()                                  # every method and its options
 """
 from .errors import InputError, ModelError, OnnxAttrError, OptionError, UnsupportedOpError
-from .methods import attribute, methods
+from .methods import attribute, methods, trace
 from .model import Model, load
 
 __version__ = "0.1.0"
@@ -22,4 +22,5 @@ __all__ = [
     "attribute",
     "load",
     "methods",
+    "trace",
 ]

@@ -118,3 +118,18 @@ def test_rules_run_on_real_architectures(name):
         a = onnxattr.attribute(model, x, 0, method, **opts)
         assert np.isfinite(a).all(), method
         assert np.abs(a).sum() > 0, method
+
+
+def test_trace_reports_conservation_per_layer():
+    path, ref = oracle("resnet_small")
+    model = onnxattr.load(path)
+    tr = onnxattr.trace(model, ref["input"][:2], ref["target"][:2], "lrp.epsilon")
+    np.testing.assert_allclose(tr.attribution, onnxattr.attribute(model, ref["input"][:2], ref["target"][:2], "lrp.epsilon"),
+                               rtol=1e-6)
+    conserved = tr.conservation()
+    adds = [t for t in tr.layers if t.op_type == "Add"]
+    assert adds and all(np.allclose(t.conserved, 1, atol=1e-4) for t in adds)  # Norm is conservative
+    relus = [t for t in tr.layers if t.op_type == "Relu"]
+    assert all(np.allclose(conserved[t.node], 1) for t in relus)  # Pass
+    with pytest.raises(OptionError, match="not a single backward pass"):
+        onnxattr.trace(model, ref["input"][:2], method="integrated_gradients")

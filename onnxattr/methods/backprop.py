@@ -1,6 +1,6 @@
 """Modified-backprop methods: DeconvNet, Guided Backprop, RectGrad, DeepLIFT (Rescale), and the
 LRP composites. Each is one forward and one backward pass in which a composite's rules replace
-some vjps; ``run`` is shared by all of them."""
+some vjps (``Backprop.run``); DeepLIFT runs input and reference as one stacked batch."""
 from __future__ import annotations
 
 from typing import Any
@@ -19,30 +19,18 @@ from .registry import Backprop, Option, register
 EPSILON = Option(1e-6, "stabilizer of the epsilon rule on dense layers")
 
 
-def run(model: Model, x: Array, target: np.ndarray | None, bp: Backprop) -> Array:
-    """The relevance at the input after one backward pass with ``bp``'s rules and seed."""
-    return model.propagate(x, target, bp.rule_for, bp.seed)[model.input_name]
-
-
-def composite_backprop(make: Any, seed: str) -> Any:
-    """The ``backprop`` of a method whose rules come from a composite made from its options."""
-
-    def backprop(model: Model, **options: Any) -> Backprop:
-        composite = make(**options)
-        return Backprop(composite.rule_for(model.graph), seed)
-
-    return backprop
-
-
 def _relu(rule: Any, name: str) -> Any:
     return lambda **options: Composite([(OpType("Relu"), rule(**options))], name=name)
 
 
 def _backprop_method(name: str, make: Any, seed: str, doc: str, **options: Option) -> None:
-    bp = composite_backprop(make, seed)
+    """Register a method whose rules come from the composite ``make(**options)``."""
+
+    def bp(model: Model, **opts: Any) -> Backprop:
+        return Backprop(make(**opts).rule_for(model.graph), seed)
 
     def method(model: Model, x: Array, target: np.ndarray | None, **opts: Any) -> Array:
-        return run(model, x, target, bp(model, **opts))
+        return bp(model, **opts).run(model, x, target)[model.input_name]
 
     method.__doc__ = doc
     method.__name__ = name.replace(".", "_")
@@ -80,7 +68,6 @@ def _deeplift_composite(eps: float) -> Composite:
 
 @register(
     "deeplift",
-    backprop=composite_backprop(lambda baseline=0.0, eps=1e-10: _deeplift_composite(eps), "one"),
     baseline=Option(0.0, "reference input: a number or an array broadcastable to x"),
     eps=Option(1e-10, "where |x - x0| < eps at a nonlinearity, its gradient is used"),
 )
@@ -90,7 +77,8 @@ def deeplift(model: Model, x: Array, target: np.ndarray | None, baseline: Any, e
 
     Shrikumar, Greenside & Kundaje 2017, "Learning important features through propagating
     activation differences". As Captum's DeepLift: input and reference run as one stacked batch,
-    MaxPool has its own rule, linear layers keep their gradient.
+    MaxPool has its own rule, linear layers keep their gradient. (Not a single-batch backward
+    pass, so it registers no ``backprop`` for layer-wise analyses.)
     """
     xp = model.xp
     b = xp.broadcast_to(baseline_array(model, x, baseline), x.shape)

@@ -17,9 +17,13 @@ from .registry import Backprop, Option, register
 BATCH_SIZE = Option(64, "largest number of inputs per forward/backward pass")
 
 
+EXACT = Backprop(rule_for=None, seed="one")
+EXACT_TIMES_INPUT = Backprop(rule_for=None, seed="one", times_input=True)
+
+
 def gradient_of(model: Model, x: Array, target: np.ndarray | None) -> Array:
     """d f_target / dx for a device batch."""
-    return model.propagate(x, target)[model.input_name]
+    return EXACT.run(model, x, target)[model.input_name]
 
 
 def target_at(model: Model, x: Array, target: np.ndarray | None) -> np.ndarray:
@@ -29,12 +33,7 @@ def target_at(model: Model, x: Array, target: np.ndarray | None) -> np.ndarray:
     return model.resolve_target(None, model.forward(x))
 
 
-def exact(model: Model, **options: Any) -> Backprop:
-    """The exact backward pass: every op's own vjp, seeded one-hot."""
-    return Backprop(rule_for=None, seed="one")
-
-
-@register("gradient", backprop=exact)
+@register("gradient", backprop=lambda model: EXACT)
 def gradient(model: Model, x: Array, target: np.ndarray | None) -> Array:
     """Gradient (saliency): R = d f_t(x) / dx.
 
@@ -44,13 +43,13 @@ def gradient(model: Model, x: Array, target: np.ndarray | None) -> Array:
     return gradient_of(model, x, target)
 
 
-@register("input_x_gradient", backprop=exact)
+@register("input_x_gradient", backprop=lambda model: EXACT_TIMES_INPUT)
 def input_x_gradient(model: Model, x: Array, target: np.ndarray | None) -> Array:
     """Gradient*Input: R = x * d f_t(x) / dx.
 
     Shrikumar et al. 2016; equal to eps-LRP on ReLU networks as eps -> 0 (Ancona et al. 2018).
     """
-    return x * gradient_of(model, x, target)
+    return EXACT_TIMES_INPUT.run(model, x, target)[model.input_name]
 
 
 def path_points(steps: int, integration: str) -> tuple[np.ndarray, np.ndarray]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .. import backend
-from ..engine import RuleFor
+from ..engine import Observer, RuleFor
 from ..errors import OptionError
 from ..model import Model
 
@@ -32,11 +32,21 @@ class Option:
 
 @dataclass(frozen=True)
 class Backprop:
-    """How a backprop method propagates: the rule for each node (None: the exact vjp) and the
-    seed at the output ("one": one-hot; "logit": the target logit's value, the LRP convention)."""
+    """How a backprop method propagates: the rule for each node (None: the exact vjp), the seed
+    at the output ("one": one-hot; "logit": the target logit's value, the LRP convention), and
+    whether the relevance reaching the input is multiplied by the input (Gradient*Input)."""
 
     rule_for: RuleFor | None
     seed: str = "one"
+    times_input: bool = False
+
+    def run(self, model: Model, x: Any, target: np.ndarray | None, observer: Observer | None = None,
+            fetch: Sequence[str] = ()) -> dict[str, Any]:
+        """One forward and backward pass; the map under the input's name, plus fetched tensors."""
+        out = model.propagate(x, target, self.rule_for, self.seed, observer, fetch)
+        if self.times_input:
+            out[model.input_name] = x * out[model.input_name]
+        return out
 
 
 @dataclass(frozen=True)
@@ -125,3 +135,57 @@ def attribute(model: Model, x: np.ndarray, target: Any = None, method: str = "gr
     out = backend.to_host(a).astype(np.float32, copy=False)
     assert out.shape == x.shape, f"{method} returned shape {out.shape} for input {x.shape}"
     return out
+
+
+@dataclass
+class LayerTrace:
+    """Relevance through one node: per-sample sums of what reached its outputs and what it
+    passed to its inputs; ``conserved`` = sum_in / sum_out (1 for a conservative rule)."""
+
+    node: str
+    op_type: str
+    relevance_out: np.ndarray
+    relevance_in: np.ndarray
+
+    @property
+    def conserved(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.relevance_in / self.relevance_out
+
+
+@dataclass
+class Trace:
+    """An attribution map with the relevance that flowed through every node, in backward order."""
+
+    attribution: np.ndarray
+    layers: list[LayerTrace]
+
+    def conservation(self) -> dict[str, np.ndarray]:
+        """Node name -> per-sample fraction of relevance it conserved."""
+        return {t.node: t.conserved for t in self.layers}
+
+
+def trace(model: Model, x: np.ndarray, target: Any = None, method: str = "lrp.epsilon_plus_flat",
+          **options: Any) -> Trace:
+    """Run a backprop method (see ``attribute``) and record, per node, the relevance that reached
+    it and the relevance it passed on. For debugging rules and for layer-wise analyses."""
+    m = lookup(method)
+    if m.backprop is None:
+        raise OptionError(f"method {method!r} is not a single backward pass; trace needs one of "
+                          f"{sorted(k for k, v in METHODS.items() if v.backprop is not None)}")
+    opts = resolve_options(m, options)
+    x = model.check_input(x)
+    t = model.check_target(target, x.shape[0])
+    layers: list[LayerTrace] = []
+
+    def observe(node: Any, grads_out: Sequence[Any], grads_in: Sequence[Any]) -> None:
+        n = x.shape[0]
+        total = lambda gs: sum(  # noqa: E731
+            (backend.to_host(g.reshape(g.shape[0], -1).sum(axis=1)) for g in gs if g is not None and g.shape[:1] == (n,)),
+            np.zeros(n),
+        )
+        live = [g for g, i in zip(grads_in, node.inputs) if i in model.graph.live]
+        layers.append(LayerTrace(node.name, node.op_type, total(grads_out), total(live)))
+
+    out = m.backprop(model, **opts).run(model, model.xp.asarray(x), t, observe)
+    return Trace(backend.to_host(out[model.input_name]).astype(np.float32), layers)
