@@ -1,0 +1,193 @@
+"""Faithfulness metrics against closed-form answers on toy models."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import toy
+from onnx import TensorProto, helper, numpy_helper
+from oracles import oracle
+
+import onnxattr
+from onnxattr.analysis import deletion, insertion, mu_fidelity, sensitivity_n
+from onnxattr.analysis.faithfulness import Scorer, default_ns
+from onnxattr.errors import InputError, OptionError, UnsupportedOpError
+
+
+def conv_model(w: np.ndarray, bias=None, softmax=False, relu=False):
+    """y = Conv(x, w) with a kernel as large as the input: (N, C, H, W) -> (N, K, 1, 1), optionally
+    through ReLU first (a nonlinear model) or Softmax after (so the logits are intermediate)."""
+    k, c, h, wd = w.shape
+    inits = {"w": w}
+    ins = ["x", "w"]
+    if bias is not None:
+        inits["b"] = bias
+        ins.append("b")
+    nodes = []
+    src = "x"
+    if relu:
+        inits["shift"] = np.full((1, c, h, wd), -0.5)
+        nodes += [helper.make_node("Add", ["x", "shift"], ["s"]), helper.make_node("Relu", ["s"], ["r"])]
+        src = "r"
+    nodes.append(helper.make_node("Conv", [src] + ins[1:], ["z" if softmax else "y"]))
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["z"], ["y"], axis=1))
+    g = helper.make_graph(
+        nodes, "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, c, h, wd])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, k, 1, 1])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in inits.items()],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def one_pixel_model():
+    """Two logits (3 x[0, 0, 3, 5], 0): the model reads one pixel."""
+    w = np.zeros((2, 1, 8, 8))
+    w[0, 0, 3, 5] = 3.0
+    return onnxattr.load(conv_model(w))
+
+
+RNG = np.random.default_rng(0)
+
+
+def test_default_ns_are_log_spaced_up_to_80_percent():
+    ns = default_ns(1000)
+    assert ns[0] == 1 and ns[-1] == 800 and 10 <= len(ns) <= 16
+    assert np.all(np.diff(ns) > 0)
+
+
+def test_sensitivity_n_of_gradient_x_input_on_a_linear_model_is_one():
+    m = onnxattr.load(toy.linear(20, 3, seed=1))
+    x = RNG.standard_normal((3, 20)).astype(np.float32)
+    a = onnxattr.attribute(m, x, target=[0, 1, 2], method="input_x_gradient")
+    s = sensitivity_n(m, x, a, target=[0, 1, 2], n_subsets=50)
+    assert s.ns[0] == 1 and s.ns[-1] == 16
+    assert s.per_input.shape == (len(s.ns), 3)
+    np.testing.assert_allclose(s.correlation, 1.0, atol=1e-5)
+    np.testing.assert_allclose(s.per_input, 1.0, atol=1e-5)
+
+
+def test_sensitivity_n_per_pixel_on_a_linear_conv_is_one():
+    w = RNG.standard_normal((4, 3, 6, 6))
+    m = onnxattr.load(conv_model(w, bias=RNG.standard_normal(4)))
+    x = RNG.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    a = onnxattr.attribute(m, x, target=1, method="input_x_gradient")
+    s = sensitivity_n(m, x, a, target=1, ns=[1, 5, 20], n_subsets=40, features="pixel")
+    np.testing.assert_allclose(s.per_input, 1.0, atol=1e-5)
+
+
+def test_occlusion_1_has_sensitivity_1_equal_to_one_on_a_relu_mlp():
+    m = onnxattr.load(toy.relu_mlp([12, 16, 16, 3], seed=2))
+    x = RNG.standard_normal((4, 12)).astype(np.float32)
+    a = onnxattr.attribute(m, x, method="occlusion", window=1)
+    s = sensitivity_n(m, x, a, ns=[1], n_subsets=60)
+    np.testing.assert_allclose(s.per_input, 1.0, atol=1e-5)
+    # and not for larger n: the model is not linear
+    assert sensitivity_n(m, x, a, ns=[6], n_subsets=60).correlation[0] < 0.999
+
+
+def test_occlusion_1_has_sensitivity_1_equal_to_one_on_cnn_bn():
+    path, data = oracle("cnn_bn")
+    try:
+        m = onnxattr.load(path)
+    except UnsupportedOpError as e:  # the oracle needs ops (Flatten) that may not be there yet
+        pytest.skip(str(e))
+    x = data["input"][:2]
+    a = onnxattr.attribute(m, x, target=data["target"][:2], method="occlusion", window=1)
+    s = sensitivity_n(m, x, a, target=data["target"][:2], ns=[1], n_subsets=100)
+    np.testing.assert_allclose(s.per_input, 1.0, atol=1e-4)
+
+
+def sum_model(f: int):
+    """f(x) = sum(x) as a Gemm with a column of ones."""
+    return onnxattr.load(toy.model([helper.make_node("Gemm", ["x", "w"], ["y"])], {"w": np.ones((f, 1))}, f, 1))
+
+
+def test_mu_fidelity_of_the_input_on_a_sum_is_one_and_of_minus_input_minus_one():
+    m = sum_model(30)
+    x = RNG.standard_normal((3, 30)).astype(np.float32)
+    np.testing.assert_allclose(mu_fidelity(m, x, x, target=0, n_subsets=64), 1.0, atol=1e-6)
+    np.testing.assert_allclose(mu_fidelity(m, x, -x, target=0, subset_size=5), -1.0, atol=1e-6)
+
+
+def test_the_one_pixel_model_gets_perfect_deletion_and_insertion():
+    m = one_pixel_model()
+    x = RNG.uniform(0.5, 1.0, (3, 1, 8, 8)).astype(np.float32)
+    a = onnxattr.attribute(m, x, target=0, method="gradient")
+    for output in ("probability", "logit"):
+        d = deletion(m, x, a, target=0, steps=16, output=output)
+        i = insertion(m, x, a, target=0, steps=16, output=output)
+        assert np.all(d.auc == 0.0) and d.mean == 0.0 and not d.higher_is_better
+        assert np.all(i.auc == 1.0) and i.mean == 1.0 and i.higher_is_better
+        assert d.fractions[0] == 0 and d.fractions[-1] == 1 and len(d.fractions) == 17
+        np.testing.assert_array_equal(d.normalized[:, 0], 1.0)
+        np.testing.assert_array_equal(i.normalized[:, 0], 0.0)
+    # the reversed order is the worst possible: the pixel goes last
+    d = deletion(m, x, -a, target=0, steps=16)
+    i = insertion(m, x, -a, target=0, steps=16)
+    np.testing.assert_allclose(d.auc, 1 - 1 / 16)
+    np.testing.assert_allclose(i.auc, 1 / 16)
+
+
+def test_deletion_scores_are_the_target_probability():
+    m = one_pixel_model()
+    x = RNG.uniform(0.5, 1.0, (2, 1, 8, 8)).astype(np.float32)
+    a = RNG.standard_normal(x.shape).astype(np.float32)
+    d = deletion(m, x, a, target=0, steps=4)
+    p = 1 / (1 + np.exp(-3 * x[:, 0, 3, 5].astype(np.float64)))
+    np.testing.assert_allclose(d.scores[:, 0], p, rtol=1e-6)
+    np.testing.assert_allclose(d.scores[:, -1], 0.5, rtol=1e-6)
+    np.testing.assert_allclose(d.raw_auc, ((d.scores[:, 1:] + d.scores[:, :-1]) / 2 * 0.25).sum(axis=1))
+
+
+def test_onnxruntime_runtime_reads_the_logits_before_a_final_softmax():
+    w = RNG.standard_normal((3, 2, 5, 5))
+    m = onnxattr.load(conv_model(w, bias=RNG.standard_normal(3), softmax=True, relu=True))
+    assert m.output_name == "z"
+    x = RNG.uniform(0, 1, (3, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(Scorer(m, "onnxruntime").logits(x), m(x).reshape(3, 3), rtol=1e-5, atol=1e-6)
+    a = onnxattr.attribute(m, x, method="input_x_gradient")
+    ours = deletion(m, x, a, steps=10)
+    ort = deletion(m, x, a, steps=10, runtime="onnxruntime")
+    np.testing.assert_allclose(ours.scores, ort.scores, rtol=1e-5, atol=1e-6)
+    s1 = sensitivity_n(m, x, a, ns=[3, 10], n_subsets=30, runtime="onnxruntime", batch_size=7)
+    s2 = sensitivity_n(m, x, a, ns=[3, 10], n_subsets=30)
+    np.testing.assert_allclose(s1.per_input, s2.per_input, atol=1e-5)
+
+
+def test_a_model_with_a_fixed_batch_size_is_fed_whole_batches():
+    proto = toy.model([helper.make_node("Gemm", ["x", "w"], ["y"])], {"w": RNG.standard_normal((6, 2))}, 6, 2,
+                      in_shape=[2, 6])
+    m = onnxattr.load(proto)
+    x = RNG.standard_normal((2, 6)).astype(np.float32)
+    a = onnxattr.attribute(m, x, target=0, method="input_x_gradient")
+    for runtime in ("onnxattr", "onnxruntime"):
+        s = sensitivity_n(m, x, a, target=0, ns=[2], n_subsets=7, batch_size=5, runtime=runtime)
+        np.testing.assert_allclose(s.per_input, 1.0, atol=1e-5)
+
+
+def test_bad_options_and_shapes_are_reported():
+    m = onnxattr.load(toy.linear(8, 2))
+    x = RNG.standard_normal((2, 8)).astype(np.float32)
+    with pytest.raises(InputError, match="attr has shape"):
+        sensitivity_n(m, x, x[:, :4])
+    with pytest.raises(OptionError, match="runtime"):
+        deletion(m, x, x, runtime="tensorrt")
+    with pytest.raises(OptionError, match="output"):
+        insertion(m, x, x, output="logits")
+    with pytest.raises(OptionError, match="features"):
+        mu_fidelity(m, x, x, features="patch")
+    with pytest.raises(OptionError, match="use output='logit'"):
+        deletion(sum_model(8), x, x, output="probability")
+    with pytest.raises(OptionError, match="ns must"):
+        sensitivity_n(m, x, x, ns=[0, 3])
+    with pytest.raises(OptionError, match="ns must"):
+        sensitivity_n(m, x, x, ns=[9])
+    with pytest.raises(OptionError, match="subset_size"):
+        mu_fidelity(m, x, x, subset_size=9)
+    with pytest.raises(OptionError, match="steps"):
+        deletion(m, x, x, steps=0)
+    with pytest.raises(InputError, match="baseline"):
+        deletion(m, x, x, baseline=np.zeros(3))
+    with pytest.raises(InputError, match="out of range"):
+        deletion(m, x, x, target=5)
