@@ -25,3 +25,7 @@ class InputError(OnnxAttrError, ValueError):
 
 class OptionError(OnnxAttrError, ValueError):
     """An unknown method, an unknown option, or an option with a bad value."""
+
+
+class DeviceMemoryError(OnnxAttrError, MemoryError):
+    """Even a batch of one sample does not fit in the GPU's memory (device='cuda')."""

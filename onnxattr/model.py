@@ -3,21 +3,25 @@ forward/backward calls.
 
 ``Model`` is what ``onnxattr.load`` returns. Calling it runs the forward pass; ``propagate`` runs
 forward and one backward pass from a seed at the target output. Inputs are checked here (dtype,
-shape, NaN) and batches are cut into chunks where the graph fixes its batch size.
+shape, NaN) and batches are cut into chunks where the graph fixes its batch size. On the GPU a
+batch that runs out of memory is cut in halves and retried, down to one sample
+(:class:`~onnxattr.errors.DeviceMemoryError` where even that does not fit).
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import onnx
 
 from . import backend, engine
 from .canonize import canonize
-from .errors import InputError
+from .errors import DeviceMemoryError, InputError
 from .graph import LayerGraph, build, read_model
 from .ops.base import Array
+
+R = TypeVar("R")
 
 
 class Model:
@@ -32,6 +36,8 @@ class Model:
             k: backend.to_device(v, device) if v.dtype.kind == "f" else v
             for k, v in graph.constants.items()
         }
+        #: on the GPU: the largest batch known to fit (None until one ran out of memory)
+        self.max_chunk: int | None = None
 
     # ---- what the model takes and gives -------------------------------------------------
     @property
@@ -95,7 +101,7 @@ class Model:
 
     def forward(self, x: Array, fetch: Sequence[str] = ()) -> Array | dict[str, Array]:
         """Forward pass on a device batch: the output, or a dict of the tensors in ``fetch``."""
-        parts = [engine.forward(self.graph, self.params, c, fetch=fetch).values for c in self.chunks(x)]
+        parts = self.each_chunk(x, lambda c, start: engine.forward(self.graph, self.params, c, fetch=fetch).values)
         if not fetch:
             return _concat(self.xp, [p[self.output_name] for p in parts])
         return {t: _concat(self.xp, [p[t] for p in parts]) for t in fetch}
@@ -108,6 +114,42 @@ class Model:
         if x.shape[0] % b:
             raise InputError(f"the model fixes the batch size to {b}; got a batch of {x.shape[0]}")
         return [x[i : i + b] for i in range(0, x.shape[0], b)]
+
+    def each_chunk(self, x: Array, run: Callable[[Array, int], R], whole: bool = False) -> list[R]:
+        """``run(chunk, start)`` over the chunks of ``x``; on the GPU, a chunk that runs out of
+        memory is halved and retried (and the size that fits is remembered in ``max_chunk``).
+        ``whole``: the batch must run as one (its rows are not independent)."""
+        if self.device != "cuda":
+            results = []
+            start = 0
+            for c in self.chunks(x):
+                results.append(run(c, start))
+                start += c.shape[0]
+            return results
+        fixed = self.fixed_batch
+        n = x.shape[0]
+        if fixed is not None and n % fixed:
+            raise InputError(f"the model fixes the batch size to {fixed}; got a batch of {n}")
+        size = fixed or (n if whole else min(n, self.max_chunk or n))
+        advice = self._memory_advice if not whole else (
+            lambda m, why: f"a batch of {m} that must run as one (input and reference stacked) "
+            f"does not fit in GPU memory ({why}); pass fewer samples at a time")
+        results, size = split_on_oom(
+            lambda a, b: run(x[a:b], a), n, size, fixed is not None or whole,
+            backend.is_out_of_memory, backend.release_memory, advice,
+        )
+        if size < n and fixed is None:
+            self.max_chunk = size
+        return results
+
+    def _memory_advice(self, size: int, detail: str) -> str:
+        shape = tuple(self.input_shape[1:]) if self.input_shape else "?"
+        what = (f"a batch of {size} (the batch size the model fixes; export it with a dynamic batch "
+                f"axis to run smaller ones)" if self.fixed_batch else f"one sample of input {self.input_name!r}")
+        report = backend.memory_report()
+        return (f"{what} does not fit in GPU memory ({detail}){'; ' + report if report else ''}. "
+                f"Free GPU memory (other processes, CuPy's pool limit), use smaller inputs, or "
+                f"device='cpu'. Declared input shape: {shape}")
 
     def check_target(self, target: Any, n: int) -> np.ndarray | None:
         """``target`` as one int per sample (None stays None: the argmax, once known).
@@ -159,11 +201,9 @@ class Model:
         (``seed="logit"``, the LRP convention). Returns the input's cotangent (relevance) under
         the input name, plus those of the tensors in ``fetch``.
         """
-        results = []
-        start = 0
-        for c in self.chunks(x):
+
+        def run(c: Array, start: int) -> dict[str, Array]:
             t = None if target is None else target[start : start + c.shape[0]]
-            start += c.shape[0]
             tape = engine.forward(self.graph, self.params, c, record=True, rule_for=rule_for)
             out = tape.values[self.output_name]
             s = self.seed(out, self.resolve_target(t, out), scale_by_logit=seed == "logit")
@@ -171,7 +211,12 @@ class Model:
             grads[self.input_name] = (
                 self.xp.zeros_like(c) if grads[self.input_name] is None else grads[self.input_name]
             )
-            results.append(grads)
+            return grads
+
+        whole = self.device == "cuda" and rule_for is not None and any(
+            getattr(rule_for(n), "stacked", False) for n in self.graph.nodes
+        )
+        results = self.each_chunk(x, run, whole)
         return {k: _concat(self.xp, [r[k] for r in results]) for k in results[0]}
 
     def seed(self, out: Array, target: np.ndarray, scale_by_logit: bool = False) -> Array:
@@ -208,6 +253,41 @@ def load(
     proto = read_model(model)
     graph = canonize(build(proto, input_name=input_name, output_name=output_name))
     return Model(graph, proto, device)
+
+
+def split_on_oom(
+    run: Callable[[int, int], R],
+    n: int,
+    size: int,
+    fixed: bool,
+    is_oom: Callable[[BaseException], bool],
+    release: Callable[[], None],
+    advice: Callable[[int, str], str],
+) -> tuple[list[R], int]:
+    """``run(start, stop)`` over [0, n) in pieces of ``size``; a piece that raises an
+    out-of-memory error (``is_oom``) is halved and retried, after ``release`` frees cached memory.
+
+    Returns the results in order and the piece size that fit. Where a piece of one (or, with
+    ``fixed``, of the fixed size) does not fit, raises DeviceMemoryError with ``advice(size, why)``.
+    """
+    results: list[R] = []
+    start = 0
+    while start < n:
+        stop = min(n, start + size)
+        try:
+            results.append(run(start, stop))
+            start = stop
+            continue
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            why = f"{type(e).__name__}: {e}"
+        # outside the except block, so that the failed try's arrays are freed with its traceback
+        release()
+        if fixed or stop - start == 1:
+            raise DeviceMemoryError(advice(stop - start, why))
+        size = (stop - start) // 2
+    return results, size
 
 
 def _check_range(t: np.ndarray, classes: int, output: str) -> None:
