@@ -1,7 +1,9 @@
 """The ``onnxattr`` command.
 
-``onnxattr explain MODEL INPUT... --method M`` writes heatmaps (PNG) and raw maps (.npy). Every
-error a user can cause prints one line, with no traceback, and exits with status 2.
+``onnxattr explain MODEL INPUT... --method M`` writes heatmaps (PNG) and raw maps (.npy);
+``onnxattr inspect MODEL`` lists op support (exit 1 if a node is unsupported), the layers with
+their shapes and the rule each gets. Every error a user can cause prints one line, with no
+traceback, and exits with status 2.
 """
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ import numpy as np
 
 from . import attribute, load, methods
 from .errors import OnnxAttrError, OptionError
+from .graph import op_support, read_model
 from .inputs import load_batch
+from .methods.registry import lookup, resolve_options
 from .layout import check_layout
 from .viz import heatmap, save_png, to_2d, to_image
 
@@ -75,6 +79,76 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    proto = read_model(args.model)
+    support = op_support(proto)
+    missing = [s for s in support if not s.supported]
+    summary: dict[str, Any] = {
+        "model": args.model,
+        "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
+        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "nodes": len(support),
+        "unsupported": [{"node": s.node, "op_type": s.op_type, "reason": s.reason} for s in missing],
+    }
+    if not missing:
+        model = load(proto, input_name=args.input_name, output_name=args.output_name)
+        options = dict(parse_option(o) for o in args.option)
+        bp = method_rules(model, args.method, options)
+        g = model.graph
+        summary.update(
+            input={"name": g.input.name, "shape": list(g.input.shape or []), "dtype": str(g.input.dtype)},
+            output=g.output,
+            dropped_softmax=g.dropped_softmax,
+            method=args.method,
+            layers=[
+                {
+                    "node": n.name,
+                    "op_type": n.op_type,
+                    "kind": n.kind,
+                    "inputs": [t for t in n.inputs if t and t not in g.constants],
+                    "shape": [d for d in g.shapes.get(n.outputs[0], ())] if n.outputs[0] in g.shapes else None,
+                    "rule": _rule_name(bp, n),
+                }
+                for n in g.nodes
+            ],
+        )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(_inspect_text(summary))
+    return 1 if missing else 0
+
+
+def method_rules(model: Any, method: str, options: dict[str, Any]) -> Any:
+    """The Backprop (rules and seed) of a backprop method; OptionError for other methods."""
+    m = lookup(method)
+    if m.backprop is None:
+        raise OptionError(f"method {method!r} has no per-layer rules; choose a backprop method")
+    return m.backprop(model, **resolve_options(m, options))
+
+
+def _rule_name(bp: Any, node: Any) -> str:
+    rule = bp.rule_for(node) if bp.rule_for is not None else None
+    return "gradient" if rule is None else repr(rule)
+
+
+def _inspect_text(s: dict[str, Any]) -> str:
+    lines = [f"{s['model']}: opset {s['opset']}, {s['nodes']} nodes, producer {s['producer'] or '?'}"]
+    if s["unsupported"]:
+        lines.append(f"{len(s['unsupported'])} unsupported node(s):")
+        lines += [f"  {u['node']} ({u['op_type']}): {u['reason']}" for u in s["unsupported"]]
+        return "\n".join(lines)
+    lines.append("all nodes supported")
+    lines.append(f"input {s['input']['name']} {s['input']['shape']} {s['input']['dtype']}; "
+                 f"explained output {s['output']}" + (f" (a final {s['dropped_softmax']} dropped)" if s["dropped_softmax"] else ""))
+    lines.append(f"layers after folding and canonization, with the rules of {s['method']}:")
+    w = max(len(layer["node"]) for layer in s["layers"])
+    for layer in s["layers"]:
+        shape = "x".join("N" if d is None else str(d) for d in layer["shape"]) if layer["shape"] else "?"
+        lines.append(f"  {layer['node']:<{w}}  {layer['op_type']:<18} {shape:<16} {layer['rule']}")
+    return "\n".join(lines)
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     for name, entry in methods().items():
         print(f"{name}: {entry['doc']}")
@@ -97,6 +171,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="heatmaps", help="output folder")
     add_input_args(e)
     e.set_defaults(run=cmd_explain)
+
+    i = sub.add_parser("inspect", help="op support, layers, shapes, and the rule each layer gets")
+    add_model_args(i)
+    i.add_argument("--method", default="lrp.epsilon_plus_flat", help="show this method's rule per layer")
+    i.add_argument("-O", "--option", action="append", default=[], metavar="NAME=VALUE", help="a method option")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(run=cmd_inspect)
 
     m = sub.add_parser("methods", help="list the methods and their options")
     m.set_defaults(run=cmd_methods)

@@ -175,6 +175,30 @@ def build(
     )
 
 
+@dataclass
+class Support:
+    """Whether onnxattr can run one node of a model, and why not."""
+
+    node: str
+    op_type: str
+    supported: bool
+    reason: str = ""
+
+
+def op_support(proto: onnx.ModelProto) -> list[Support]:
+    """Every node of ``proto`` with whether it is supported: all of them, not just the first
+    failure (for ``onnxattr inspect``)."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ONNX_DOMAINS), 0)
+    out = []
+    for i, n in enumerate(proto.graph.node):
+        try:
+            node = _make_node(n, i, opset)
+            out.append(Support(node.name, n.op_type, True))
+        except UnsupportedOpError as e:
+            out.append(Support(e.node_name, e.op_type, False, str(e)))
+    return out
+
+
 def _make_node(proto: onnx.NodeProto, index: int, opset: int) -> Node:
     name = proto.name or f"{proto.op_type}_{index}"
     if proto.domain not in ONNX_DOMAINS:
