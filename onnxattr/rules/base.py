@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..backend import array_module
+from ..backend import array_module, use_kernels
 from ..engine import NodeRecord
 from ..graph import Node
 from ..ops.base import Array
@@ -19,6 +19,9 @@ class Rule:
 
     needs_inputs: bool = False
     needs_outputs: bool = False
+    #: whether the rule reads a batch stacking inputs and references [x; x0] (DeepLIFT), so
+    #: that the batch must not be split into chunks
+    stacked: bool = False
 
     def backward(self, node: Node, record: NodeRecord, grads: Sequence[Array | None],
                  needs: Sequence[bool]) -> list[Array | None]:
@@ -36,8 +39,27 @@ def stabilize(z: Array, epsilon: float) -> Array:
 
 
 def divide(r: Array, z: Array, epsilon: float) -> Array:
-    """r / stabilize(z, epsilon); 0 where the stabilized denominator is exactly 0."""
+    """r / stabilize(z, epsilon); 0 where the stabilized denominator is exactly 0.
+
+    On the GPU one kernel (:mod:`onnxattr.kernels.divide`) does it in a single pass."""
+    return divide_sum(r, z, None, epsilon)
+
+
+def divide_sum(r: Array, z: Array, z2: Array | None, epsilon: float, gate: Array | None = None,
+               gate_sign: int = 1) -> Array:
+    """gate(r) / stabilize(z + z2, epsilon), gate(r) = r * 1[gate > 0] (or < 0 for a negative
+    ``gate_sign``): the mappers of z+, alpha-beta and gamma, fused into one kernel on the GPU."""
+    if use_kernels(r):
+        from ..kernels import divide as kernel
+
+        arrays = [a for a in (r, z, z2, gate) if a is not None]
+        if kernel.supported(*arrays):
+            return kernel.lrp_divide(r, z, epsilon, z2, gate, gate_sign)
     xp = array_module(z)
+    if z2 is not None:
+        z = z + z2
+    if gate is not None:
+        r = r * (gate > 0 if gate_sign > 0 else gate < 0)
     d = stabilize(z, epsilon)
     if epsilon > 0:
         return r / d

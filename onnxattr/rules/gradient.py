@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..backend import array_module
+from ..backend import array_module, use_kernels
 from ..engine import NodeRecord
 from ..graph import Node
 from ..ops.base import Array
@@ -48,6 +48,11 @@ class RectGrad(Rule):
         g = first_output(grads)
         xp = array_module(g)
         a = record.outputs[0]
+        if use_kernels(g) and a.shape == g.shape and a.dtype == g.dtype:
+            from ..kernels import percentile
+
+            if percentile.supported(g.reshape(g.shape[0], -1)):  # radix select, no sort
+                return [percentile.rectgrad(g, a, self.q)] + [None] * (len(needs) - 1)
         score = a * g
         n = score.shape[0]
         tau = xp.percentile(score.reshape(n, -1), self.q, axis=1).astype(g.dtype)
@@ -62,6 +67,7 @@ class Rescale(Rule):
 
     needs_inputs = True
     needs_outputs = True
+    stacked = True
 
     def __init__(self, eps: float = 1e-10) -> None:
         self.eps = float(eps)
@@ -84,6 +90,7 @@ class RescaleMaxPool(Rule):
 
     needs_inputs = True
     needs_outputs = True
+    stacked = True
 
     def __init__(self, eps: float = 1e-10) -> None:
         self.eps = float(eps)
