@@ -286,7 +286,7 @@ def split_on_oom(
         release()
         if fixed or stop - start == 1:
             raise DeviceMemoryError(advice(stop - start, why))
-        size = (stop - start) // 2
+        size = (stop - start + 1) // 2
     return results, size
 
 

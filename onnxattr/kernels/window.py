@@ -105,8 +105,8 @@ def im2col(x: Any, win: Any, fill: float = 0.0) -> Any:
 def col2im(cols: Any, shape: tuple[int, ...], win: Any) -> Any:
     """The adjoint of :func:`im2col` with fill 0: (N, C, KH, KW, OH, OW) -> (N, C, H, W).
 
-    NumPy equivalent (:func:`onnxattr.kernels.reference.col2im`), i.e.
-    ``win.crop(win.scatter_add(cols, padded_shape))``::
+    NumPy equivalent (:func:`onnxattr.kernels.reference.col2im`), i.e. ``win.scatter_add(cols,
+    dx)`` into zeros of the padded shape, then ``win.crop(dx)``::
 
         dx = np.zeros(padded_shape)
         dx[:, :, i*dh : i*dh + (oh-1)*sh + 1 : sh, j*dw : j*dw + (ow-1)*sw + 1 : sw] += cols[:, :, i, j]
