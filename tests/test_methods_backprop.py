@@ -95,14 +95,31 @@ def test_custom_composite_by_name_type_and_position():
         Composite([("Conv", ZPlus())])
 
 
-def test_rectgrad_q0_keeps_positive_contributions_only():
-    """With q = 0 the threshold is each layer's minimum of a*R, so RectGrad is close to the
-    gradient; with q = 100 nothing passes and the map is 0."""
-    model = onnxattr.load(relu_mlp([10, 16, 16, 4], seed=9))
-    x = np.random.default_rng(1).standard_normal((3, 10)).astype(np.float32)
-    assert np.all(onnxattr.attribute(model, x, 0, "rectgrad", q=100.0) == 0)
-    a = onnxattr.attribute(model, x, 0, "rectgrad", q=98.0)
-    assert np.isfinite(a).all() and np.abs(a).sum() > 0
+@pytest.mark.parametrize("q", [0.0, 50.0, 98.0])
+def test_rectgrad_equals_plain_numpy_reference(q):
+    """RectGrad on a ReLU MLP written out with the weights: at each ReLU (output a, incoming g)
+    keep g where a*g > the q-th 'nearest' percentile of a*g per sample; the map is x * g_in."""
+    from onnx import numpy_helper
+
+    proto = relu_mlp([20, 64, 64, 3], seed=11)
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in proto.graph.initializer}
+    model = onnxattr.load(proto)
+    x = np.random.default_rng(12).standard_normal((4, 20)).astype(np.float32)
+    got = onnxattr.attribute(model, x, 2, "rectgrad", q=q)
+
+    h0 = x @ w["w0"] + w["b0"]
+    a0 = np.maximum(h0, 0)
+    a1 = np.maximum(a0 @ w["w1"] + w["b1"], 0)
+    g = np.zeros((4, 3))
+    g[:, 2] = 1
+    g = g @ w["w2"].T
+    for a, weight in [(a1, w["w1"]), (a0, w["w0"])]:
+        s = a * g
+        tau = np.percentile(s, q, axis=1, method="nearest", keepdims=True)
+        g = (g * (s > tau)) @ weight.T
+    np.testing.assert_allclose(got, x * g, rtol=1e-4, atol=1e-6)
+    if q == 98.0:
+        assert np.count_nonzero(got) > 0
 
 
 LIGHT_FOR_RULES = ["resnet50", "densenet121", "inception_v1", "squeezenet", "shufflenet"]

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from .. import composites as C
-from ..composites import Composite, Kind, OpType
+from ..composites import Composite, OpType
 from ..errors import OptionError
 from ..model import Model
 from ..ops.base import Array
-from ..rules import DeconvNet, GuidedBackprop, RectGrad, Rescale, RescaleMaxPool
+from ..rules import DeconvNet, GuidedBackprop, RectGrad, Rescale
 from .gradients import baseline_array
 from .registry import Backprop, Option, register
 
@@ -23,11 +23,12 @@ def _relu(rule: Any, name: str) -> Any:
     return lambda **options: Composite([(OpType("Relu"), rule(**options))], name=name)
 
 
-def _backprop_method(name: str, make: Any, seed: str, doc: str, **options: Option) -> None:
+def _backprop_method(name: str, make: Any, seed: str, doc: str, times_input: bool = False,
+                     **options: Option) -> None:
     """Register a method whose rules come from the composite ``make(**options)``."""
 
     def bp(model: Model, **opts: Any) -> Backprop:
-        return Backprop(make(**opts).rule_for(model.graph), seed)
+        return Backprop(make(**opts).rule_for(model.graph), seed, times_input)
 
     def method(model: Model, x: Array, target: np.ndarray | None, **opts: Any) -> Array:
         return bp(model, **opts).run(model, x, target)[model.input_name]
@@ -53,17 +54,22 @@ _backprop_method(
 )
 _backprop_method(
     "rectgrad", _relu(RectGrad, "rectgrad"), "one",
-    """RectGrad: at each ReLU only the units with a * R above the q-th percentile pass R.
+    """RectGrad: at each ReLU only the units with a * R above the q-th percentile pass R; the
+    map is x times the rectified gradient.
 
     Kim et al. 2019, "Why are saliency maps noisy? Cause of and solution to noisy saliency
-    maps".""",
+    maps" (as the authors' code, without its optional border 'padding trick').""",
+    times_input=True,
     q=Option(98.0, "percentile of a * R per layer and sample below which relevance is cut"),
 )
 
 
+#: the nonlinearities Captum's DeepLift rescales; every other op keeps its gradient
+RESCALED = OpType("Relu", "Elu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus")
+
+
 def _deeplift_composite(eps: float) -> Composite:
-    return Composite([(Kind("activation"), Rescale(eps)), (OpType("MaxPool", "GlobalMaxPool"), RescaleMaxPool(eps))],
-                     name="deeplift")
+    return Composite([(RESCALED, Rescale(eps))], name="deeplift")
 
 
 @register(
@@ -76,8 +82,9 @@ def deeplift(model: Model, x: Array, target: np.ndarray | None, baseline: Any, e
     nonlinearities chained by the linear layers' transposes.
 
     Shrikumar, Greenside & Kundaje 2017, "Learning important features through propagating
-    activation differences". As Captum's DeepLift: input and reference run as one stacked batch,
-    MaxPool has its own rule, linear layers keep their gradient. (Not a single-batch backward
+    activation differences". As Captum's DeepLift: input and reference run as one stacked batch;
+    ReLU, ELU, LeakyReLU, Sigmoid, Tanh and Softplus are rescaled; max pooling, linear layers and
+    every other op keep their gradient. (Not a single-batch backward
     pass, so it registers no ``backprop`` for layer-wise analyses.)
     """
     xp = model.xp

@@ -1,5 +1,7 @@
 """Modified-gradient rules at activations: DeconvNet, Guided Backprop, RectGrad, and DeepLIFT
-(Rescale), each replacing an activation's vjp. Everything else keeps its exact vjp."""
+(Rescale), each replacing an activation's vjp. Everything else keeps its exact vjp; in
+particular max pooling keeps its gradient under DeepLIFT (Shrikumar et al. 2017, and what
+Captum computes for the usual ReLU -> MaxPool order, where its own MaxPool rule is overridden)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -34,6 +36,8 @@ class GuidedBackprop(Rule):
 class RectGrad(Rule):
     """R_in = R_out * 1[a * R_out > tau], tau the q-th percentile of a * R_out over each sample's
     units of the layer, a the activation's output (Kim et al. 2019, "Why are saliency maps noisy?").
+
+    As the authors' code: a strict inequality, and the percentile of the 'nearest' method.
     """
 
     needs_outputs = True
@@ -55,7 +59,7 @@ class RectGrad(Rule):
                 return [percentile.rectgrad(g, a, self.q)] + [None] * (len(needs) - 1)
         score = a * g
         n = score.shape[0]
-        tau = xp.percentile(score.reshape(n, -1), self.q, axis=1).astype(g.dtype)
+        tau = xp.percentile(score.reshape(n, -1), self.q, axis=1, method="nearest").astype(g.dtype)
         keep = score > tau.reshape((n,) + (1,) * (score.ndim - 1))
         return [g * keep] + [None] * (len(needs) - 1)
 
@@ -81,35 +85,6 @@ class Rescale(Rule):
         exact = node.op.vjp(record.ctx, grads, needs)[0]
         safe = xp.where(xp.abs(dx) < self.eps, 1, dx)
         return [xp.where(xp.abs(dx) < self.eps, exact, g * dy / safe)] + [None] * (len(needs) - 1)
-
-
-class RescaleMaxPool(Rule):
-    """DeepLIFT at max pooling, as Captum's ``maxpool`` rule on the stacked batch [x; x0]:
-    the output difference max(y, y0) - y0 goes back through x's argmax, y - max(y, y0) through
-    x0's, and their sum is divided by x - x0 (the exact vjp where |x - x0| < eps)."""
-
-    needs_inputs = True
-    needs_outputs = True
-    stacked = True
-
-    def __init__(self, eps: float = 1e-10) -> None:
-        self.eps = float(eps)
-
-    def backward(self, node: Node, record: NodeRecord, grads: Sequence[Array | None],
-                 needs: Sequence[bool]) -> list[Array | None]:
-        g = first_output(grads)
-        xp = array_module(g)
-        y = record.outputs[0]
-        n = y.shape[0] // 2
-        top = xp.maximum(y[:n], y[n:])
-        delta_out = xp.concatenate([top - y[n:], y[:n] - top])
-        unpooled = node.op.vjp(record.ctx, [g * delta_out], needs)[0]
-        summed = unpooled[:n] + unpooled[n:]
-        summed = xp.concatenate([summed, summed])
-        dx = _halves_delta(record.inputs[0])
-        exact = node.op.vjp(record.ctx, grads, needs)[0]
-        small = xp.abs(dx) < self.eps
-        return [xp.where(small, exact, summed / xp.where(small, 1, dx))] + [None] * (len(needs) - 1)
 
 
 def _halves_delta(v: Array) -> Array:
