@@ -287,18 +287,10 @@ class WSquare(BasicRule):
         return (divide(r, zs[0], self.epsilon),)
 
 
-class Norm(BasicRule):
+class Norm(Epsilon):
     """R_i = x_i (d z / d x_i)^T R / (z + eps sign z): the proportional split at Add, Sum and
-    average pooling (Zennit's Norm rule). Conservative for any op that is linear in its inputs."""
-
-    def __init__(self, epsilon: float = 1e-6) -> None:
-        self.epsilon = float(epsilon)
-
-    def modifiers(self) -> Sequence[Modifier]:
-        return (unchanged,)
-
-    def mapper(self, r: Array, zs: Sequence[Array]) -> Sequence[Array]:
-        return (divide(r, zs[0], self.epsilon),)
+    average pooling (Zennit's Norm rule): the epsilon formula on an op without parameters.
+    Conservative for any op that is linear in its inputs."""
 
 
 class Pass(Rule):
