@@ -182,10 +182,11 @@ def test_kernel_maxpool(cp, dtype, index_dtype, geom):
                                   ref.maxpool2d_vjp(g, ridx, x.shape, w.kernel, w.strides, w.dilations, w.pads_begin))
 
 
+@pytest.mark.parametrize("method", ["linear", "nearest"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("q", [0.0, 3.0, 50.0, 98.0, 99.999, 100.0])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (2, 100), (4, 5000), (32, 64 * 56 * 56)])
-def test_kernel_row_percentile(cp, dtype, q, shape):
+def test_kernel_row_percentile(cp, method, dtype, q, shape):
     from onnxattr.kernels.percentile import row_percentile
 
     rng = np.random.default_rng(3)
@@ -193,22 +194,24 @@ def test_kernel_row_percentile(cp, dtype, q, shape):
     a[:, ::3] = 0.0  # ties, as after a ReLU
     if shape[1] > 10:
         a[:, 1] = -0.0
-    got = row_percentile(cp.asarray(a), q).get()
-    want = ref.row_percentile(a, q)
+    got = row_percentile(cp.asarray(a), q, method).get()
+    want = ref.row_percentile(a, q, method)
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("method", ["linear", "nearest"])
 @pytest.mark.parametrize("q", [0.0, 50.0, 98.0])
-def test_kernel_rectgrad(cp, q):
+def test_kernel_rectgrad(cp, method, q):
     from onnxattr.kernels.percentile import rectgrad
 
     rng = np.random.default_rng(4)
     g = rng.standard_normal((4, 8, 9, 9)).astype(np.float32)
     a = np.maximum(rng.standard_normal(g.shape), 0).astype(np.float32)
     score = a * g
-    tau = ref.row_percentile(score.reshape(4, -1), q).astype(np.float32)
-    np.testing.assert_array_equal(rectgrad(cp.asarray(g), cp.asarray(a), q).get(), ref.rectgrad_mask(g, score, tau))
+    tau = ref.row_percentile(score.reshape(4, -1), q, method).astype(np.float32)
+    np.testing.assert_array_equal(rectgrad(cp.asarray(g), cp.asarray(a), q, method).get(),
+                                  ref.rectgrad_mask(g, score, tau))
 
 
 # ---- memory --------------------------------------------------------------------------------

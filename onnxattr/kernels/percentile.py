@@ -3,7 +3,8 @@
 RectGrad thresholds a * R at its q-th percentile over each sample's units of a layer. CuPy's
 percentile sorts every row; here each row's two order statistics around the percentile (the
 floor and the ceiling of the virtual index, NumPy's 'linear' method) are found by a most
-significant digit radix select on the float bits mapped to ordered unsigned keys: per 8-bit
+significant digit radix select on the float bits mapped to ordered unsigned keys ('nearest'
+needs one of them, the rank NumPy rounds to): per 8-bit
 digit, one pass counts the digits of the elements that share the prefix found so far (a
 histogram per block in shared memory, then added to the row's), and one thread per row and
 order statistic picks the digit whose bucket holds the wanted rank. Four passes over the data
@@ -100,11 +101,20 @@ def supported(a: Any) -> bool:
     return a.ndim == 2 and a.dtype in (np.float32, np.float64) and 0 < a.shape[0] <= MAX_ROWS and a.shape[1] > 0
 
 
-def ranks(length: int, q: float) -> tuple[int, int, float]:
-    """The ranks of the two order statistics of NumPy's 'linear' percentile and its weight.
+METHODS = ("linear", "nearest")
 
-    NumPy: v = (n - 1) * q / 100, lo = floor(v), hi = lo + 1 (both n - 1 where v >= n - 1)."""
+
+def ranks(length: int, q: float, method: str = "linear") -> tuple[int, int, float]:
+    """The ranks of the two order statistics of NumPy's percentile and the interpolation weight.
+
+    NumPy: v = (n - 1) * q / 100; 'linear': lo = floor(v), hi = lo + 1 (both n - 1 where
+    v >= n - 1), weight v - lo; 'nearest': lo = hi = v rounded half to even, weight 0."""
+    if method not in METHODS:
+        raise ValueError(f"percentile method {method!r}: the kernel has {METHODS}")
     v = (length - 1) * np.true_divide(q, 100)
+    if method == "nearest":
+        k = int(np.around(v))
+        return k, k, 0.0
     if v >= length - 1:
         return length - 1, length - 1, float(v - (length - 1))
     if v < 0:
@@ -113,19 +123,20 @@ def ranks(length: int, q: float) -> tuple[int, int, float]:
     return int(lo), int(lo) + 1, float(v - lo)
 
 
-def row_percentile(a: Any, q: float) -> Any:
-    """The q-th percentile of each row of a 2-D cupy array, as ``np.percentile(a, q, axis=1)``.
+def row_percentile(a: Any, q: float, method: str = "linear") -> Any:
+    """The q-th percentile of each row of a 2-D cupy array, as
+    ``np.percentile(a, q, axis=1, method=method)`` ('linear' or 'nearest').
 
     NumPy equivalent (:func:`onnxattr.kernels.reference.row_percentile`)::
 
-        np.percentile(a, q, axis=1)
+        np.percentile(a, q, axis=1, method=method)
     """
     import cupy as cp
 
     a = cp.ascontiguousarray(a)
     rows, length = a.shape
     key = _KEY_DTYPE[a.dtype]
-    lo, hi, t = ranks(length, q)
+    lo, hi, t = ranks(length, q, method)
     prefix = cp.zeros((rows, 2), dtype=key)
     rank = cp.asarray(np.tile(np.asarray([lo, hi], dtype=np.int64), rows))
     hist = cp.zeros((rows, 2, 256), dtype=np.uint32)
@@ -139,26 +150,28 @@ def row_percentile(a: Any, q: float) -> Any:
                (hist, prefix, rank, value, np.int32(shift), np.int32(shift == 0), np.int32(2 * rows)),
                T=a.dtype, K=key)
     below, above = value[:, 0], value[:, 1]
+    if method == "nearest":
+        return below.copy()
     # NumPy's _lerp with a Python float weight (so in a's own dtype)
     diff = above - below
     return above - diff * (1 - t) if t >= 0.5 else below + diff * t
 
 
-def rectgrad(g: Any, a: Any, q: float) -> Any:
+def rectgrad(g: Any, a: Any, q: float, method: str = "linear") -> Any:
     """RectGrad at one activation: g * 1[a g > tau], tau the q-th percentile of a g per sample.
 
     NumPy equivalent (:func:`onnxattr.kernels.reference.row_percentile` and
     :func:`~onnxattr.kernels.reference.rectgrad_mask`)::
 
         score = a * g
-        tau = np.percentile(score.reshape(n, -1), q, axis=1)
+        tau = np.percentile(score.reshape(n, -1), q, axis=1, method=method)
         return g * (score > tau.reshape(n, 1, ...))
     """
     import cupy as cp
 
     score = cp.ascontiguousarray(a * g)
     n = g.shape[0]
-    tau = row_percentile(score.reshape(n, -1), q).astype(g.dtype, copy=False)
+    tau = row_percentile(score.reshape(n, -1), q, method).astype(g.dtype, copy=False)
     g = cp.ascontiguousarray(g)
     out = cp.empty_like(g)
     if out.size:

@@ -1,10 +1,11 @@
 """2-D max pooling with the argmax of each window, and its vjp, one kernel each.
 
 The generic path makes two passes over the padded input per kernel offset (compare, maximum).
-Here one thread per window reads its cells once; the index it keeps is the raster offset
-i * KW + j of the first maximum, as :class:`onnxattr.ops.pool.MaxPool` keeps it (so either
-path's context feeds either vjp). The vjp gathers, for each input cell, the windows whose argmax
-it is (no atomics).
+Here one thread per window reads its cells once and keeps the raster offset i * KW + j of the
+first maximum (the cell PyTorch and onnxruntime route the gradient to, and the one
+:class:`onnxattr.ops.pool.MaxPool`'s vjp picks); a uint8 index per window is a quarter of what
+keeping x for the vjp costs. The vjp gathers, for each input cell, the windows whose argmax it is
+(no atomics).
 """
 from __future__ import annotations
 

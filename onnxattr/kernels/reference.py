@@ -73,9 +73,9 @@ def maxpool2d_vjp(g: np.ndarray, idx: np.ndarray, shape, kernel, strides, dilati
     return col2im(cols.reshape(n, c, kh, kw, oh, ow), shape, kernel, strides, dilations, pads_begin)
 
 
-def row_percentile(a: np.ndarray, q: float) -> np.ndarray:
-    """The q-th percentile of each row of a 2-D array (NumPy's default 'linear' method)."""
-    return np.percentile(a, q, axis=1)
+def row_percentile(a: np.ndarray, q: float, method: str = "linear") -> np.ndarray:
+    """The q-th percentile of each row of a 2-D array ('linear', NumPy's default, or 'nearest')."""
+    return np.percentile(a, q, axis=1, method=method)
 
 
 def rectgrad_mask(g: np.ndarray, score: np.ndarray, tau: np.ndarray) -> np.ndarray:

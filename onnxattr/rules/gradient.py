@@ -41,6 +41,8 @@ class RectGrad(Rule):
     """
 
     needs_outputs = True
+    #: NumPy's percentile method (the authors' code uses 'nearest')
+    method = "nearest"
 
     def __init__(self, q: float = 98.0) -> None:
         if not 0 <= q <= 100:
@@ -56,10 +58,10 @@ class RectGrad(Rule):
             from ..kernels import percentile
 
             if percentile.supported(g.reshape(g.shape[0], -1)):  # radix select, no sort
-                return [percentile.rectgrad(g, a, self.q)] + [None] * (len(needs) - 1)
+                return [percentile.rectgrad(g, a, self.q, self.method)] + [None] * (len(needs) - 1)
         score = a * g
         n = score.shape[0]
-        tau = xp.percentile(score.reshape(n, -1), self.q, axis=1, method="nearest").astype(g.dtype)
+        tau = xp.percentile(score.reshape(n, -1), self.q, axis=1, method=self.method).astype(g.dtype)
         keep = score > tau.reshape((n,) + (1,) * (score.ndim - 1))
         return [g * keep] + [None] * (len(needs) - 1)
 
