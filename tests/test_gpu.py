@@ -160,6 +160,11 @@ def test_kernel_im2col_col2im(cp, dtype, geom):
     g = rng.standard_normal(want.shape).astype(dtype)
     np.testing.assert_array_equal(kernels.col2im(cp.asarray(g), x.shape, w).get(),
                                   ref.col2im(g, x.shape, w.kernel, w.strides, w.dilations, w.pads_begin))
+    last = np.ascontiguousarray(g.transpose(1, 2, 3, 0, 4, 5))  # (C, KH, KW, N, OH, OW)
+    np.testing.assert_array_equal(kernels.im2col(cp.asarray(x), w, images_last=True).get(),
+                                  ref.im2col(x, w.kernel, w.strides, w.dilations, w.pads_begin, w.out, images_last=True))
+    np.testing.assert_array_equal(kernels.col2im(cp.asarray(last), x.shape, w, images_last=True).get(),
+                                  ref.col2im(last, x.shape, w.kernel, w.strides, w.dilations, w.pads_begin, images_last=True))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

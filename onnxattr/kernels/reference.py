@@ -25,9 +25,11 @@ def _geometry(kernel, strides, dilations, pads_begin, out):
     return [tuple(int(v) for v in t) for t in (kernel, strides, dilations, pads_begin, out)]
 
 
-def im2col(x: np.ndarray, kernel, strides, dilations, pads_begin, out, fill: float = 0.0) -> np.ndarray:
+def im2col(x: np.ndarray, kernel, strides, dilations, pads_begin, out, fill: float = 0.0,
+           images_last: bool = False) -> np.ndarray:
     """(N, C, H, W) -> (N, C, KH, KW, OH, OW): cols[..., i, j, p, q] = x_pad[..., p*s + i*d, q*s + j*d],
-    with x padded by ``fill`` at pads_begin (and as far as the windows reach at the end)."""
+    with x padded by ``fill`` at pads_begin (and as far as the windows reach at the end);
+    (C, KH, KW, N, OH, OW) with ``images_last``."""
     (kh, kw), (sh, sw), (dh, dw), (ph, pw), (oh, ow) = _geometry(kernel, strides, dilations, pads_begin, out)
     n, c, h, w = x.shape
     eh = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - h - ph)
@@ -37,12 +39,14 @@ def im2col(x: np.ndarray, kernel, strides, dilations, pads_begin, out, fill: flo
     for i in range(kh):
         for j in range(kw):
             cols[:, :, i, j] = xp[:, :, i * dh : i * dh + (oh - 1) * sh + 1 : sh, j * dw : j * dw + (ow - 1) * sw + 1 : sw]
-    return cols
+    return np.ascontiguousarray(cols.transpose(1, 2, 3, 0, 4, 5)) if images_last else cols
 
 
-def col2im(cols: np.ndarray, shape, kernel, strides, dilations, pads_begin) -> np.ndarray:
+def col2im(cols: np.ndarray, shape, kernel, strides, dilations, pads_begin, images_last: bool = False) -> np.ndarray:
     """The adjoint of :func:`im2col` (fill 0): sum each column back onto the input cell it read,
     in kernel-offset order; cells in the padding are dropped. ``shape`` is (N, C, H, W)."""
+    if images_last:
+        cols = cols.transpose(3, 0, 1, 2, 4, 5)
     n, c, kh, kw, oh, ow = cols.shape
     (kh, kw), (sh, sw), (dh, dw), (ph, pw), _ = _geometry((kh, kw), strides, dilations, pads_begin, (oh, ow))
     h, w = shape[2:]
