@@ -11,6 +11,7 @@ is unchanged (up to float rounding).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import numpy as np
@@ -20,8 +21,9 @@ from .ops import make_op
 
 
 def canonize(graph: LayerGraph) -> LayerGraph:
-    """The canonical form of ``graph`` (a new LayerGraph; constants are shared, new ones added)."""
-    nodes = list(graph.nodes)
+    """The canonical form of ``graph``: a new LayerGraph (``graph`` is left as it was; constant
+    arrays are shared, new ones added)."""
+    nodes = [dataclasses.replace(n, inputs=list(n.inputs), outputs=list(n.outputs)) for n in graph.nodes]
     consts = dict(graph.constants)
     for rewrite in (_drop_identities, _matmul_to_gemm, _merge_bias_add, _fuse_batchnorm):
         nodes = rewrite(nodes, consts, graph)

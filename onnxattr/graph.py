@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -121,6 +121,7 @@ def read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         raise ModelError(f"expected a path or an onnx.ModelProto, got {type(model).__name__}")
     if not proto.graph.node:
         raise ModelError(f"{where} is not an ONNX model with a graph (no nodes found)")
+    proto = _sorted(proto)
     try:
         onnx.checker.check_model(proto)
     except Exception as e:
@@ -303,26 +304,24 @@ def _prune(nodes: list[Node], input_name: str, output_name: str) -> list[Node]:
             continue
         needed.add(n.name)
         stack.extend(i for i in n.inputs if i)
-    order = [n for n in nodes if n.name in needed]
-    return _toposort(order)
+    return [n for n in nodes if n.name in needed]
 
 
-def _toposort(nodes: Iterable[Node]) -> list[Node]:
-    """Nodes in an order where every producer comes before its consumers (ONNX files should
-    already be sorted; some exporters' are not)."""
-    nodes = list(nodes)
-    producer = {t: n.name for n in nodes for t in n.outputs if t}
+def _sorted(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with its nodes in topological order (the checker requires it; some exporters
+    write them out of order). Returns ``proto`` itself when already sorted."""
+    nodes = list(proto.graph.node)
+    producer = {t: i for i, n in enumerate(nodes) for t in n.output if t}
     g = nx.DiGraph()
-    g.add_nodes_from(n.name for n in nodes)
-    g.add_edges_from((producer[t], n.name) for n in nodes for t in n.inputs if t in producer)
+    g.add_nodes_from(range(len(nodes)))
+    g.add_edges_from((producer[t], i) for i, n in enumerate(nodes) for t in n.input if t in producer)
     try:
-        order = list(nx.lexicographical_topological_sort(g, key=_position(nodes)))
+        order = list(nx.lexicographical_topological_sort(g))
     except nx.NetworkXUnfeasible as e:
         raise ModelError("the graph has a cycle") from e
-    by_name = {n.name: n for n in nodes}
-    return [by_name[name] for name in order]
-
-
-def _position(nodes: list[Node]) -> Any:
-    index = {n.name: i for i, n in enumerate(nodes)}
-    return lambda name: index[name]
+    if order == list(range(len(nodes))):
+        return proto
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes[i] for i in order)
+    return proto

@@ -125,13 +125,39 @@ def test_rectgrad_equals_plain_numpy_reference(q):
 LIGHT_FOR_RULES = ["resnet50", "densenet121", "inception_v1", "squeezenet", "shufflenet"]
 
 
+def every_rule() -> Composite:
+    """One composite that puts every LRP rule to work on one network: ZBox on the first
+    convolution, the other convolutions cycling through the rest, Epsilon on dense layers."""
+    from onnxattr.composites import CONV, DENSE
+    from onnxattr.rules import AlphaBeta, Gamma, WSquare, Z, ZBox
+
+    cycle = [Epsilon(0.1), ZPlus(), Gamma(0.25), AlphaBeta(2, 1), AlphaBeta(1, 0), Flat(), WSquare(), Z()]
+
+    class Cycling(OpType):
+        def bind(self, graph):
+            convs = [n.name for n in graph.nodes if self.matches(n)]
+            return lambda node, k=len(cycle): node.name in convs and convs.index(node.name) % k == self.k
+
+    pairs = [(First(CONV), ZBox(0.0, 1.0))]
+    for k, rule in enumerate(cycle):
+        sel = Cycling("Conv")
+        sel.k = k
+        pairs.append((sel, rule))
+    return Composite(pairs + [(DENSE, Epsilon())], lrp=True, name="every_rule")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LIGHT_FOR_RULES)
 def test_rules_run_on_real_architectures(name):
+    """Every rule (LRP through one composite, and the modified gradients) runs on the model-zoo
+    graphs with random weights and gives a finite, non-zero map."""
     model = onnxattr.load(randomized(light_model(name), seed=3))
     x = np.random.default_rng(0).uniform(0, 1, (1, 3, 224, 224)).astype(np.float32)
-    for method in ["guided_backprop", "deconvnet", "rectgrad"] + ZENNIT:
-        opts = {"low": 0.0, "high": 1.0} if method == "lrp.epsilon_gamma_box" else {}
+    composite = every_rule()
+    used = {r for _, _, r in composite.describe(model.graph)}
+    assert {"ZPlus(epsilon=1e-06)", "Z()", "Pass()", "Norm(epsilon=1e-06)"} <= used
+    for method, opts in [("lrp", {"composite": composite}), ("guided_backprop", {}), ("deconvnet", {}),
+                         ("rectgrad", {})]:
         a = onnxattr.attribute(model, x, 0, method, **opts)
         assert np.isfinite(a).all(), method
         assert np.abs(a).sum() > 0, method

@@ -44,6 +44,7 @@ def randomized(proto: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
         keep.append(n)
     del g.node[:]
     g.node.extend(keep)
+    proto.ir_version = max(proto.ir_version, 4)  # from IR 4 on, initializers need not be inputs
     return proto
 
 

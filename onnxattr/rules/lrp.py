@@ -59,8 +59,8 @@ class BasicRule(Rule):
             if w == 0:
                 continue
             gs = node.op.vjp(ctx, [cot], needs)
-            for i, g in enumerate(gs):
-                if needs[i] and g is not None:
+            for i, (need, g) in enumerate(zip(needs, gs)):
+                if need and g is not None:
                     term = c[i] * g if w == 1 else c[i] * g * g.dtype.type(w)
                     result[i] = term if result[i] is None else result[i] + term
         return result
