@@ -5,10 +5,12 @@
 >>> logits = model(x)                                   # numpy float32 batch in, numpy out
 >>> a = onnxattr.attribute(model, x, target=3, method="integrated_gradients")
 >>> onnxattr.methods()                                  # every method and its options
+>>> report = onnxattr.audit("model.onnx", data=x, gates=["randomization"])  # checks, scores, report
 """
 from .errors import InputError, ModelError, OnnxAttrError, OptionError, UnsupportedOpError
 from .methods import attribute, methods, trace
 from .model import Model, load
+from .report import audit
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,7 @@ __all__ = [
     "OptionError",
     "UnsupportedOpError",
     "attribute",
+    "audit",
     "load",
     "methods",
     "trace",

@@ -2,16 +2,24 @@
 
 ``onnxattr explain MODEL INPUT... --method M`` writes heatmaps (PNG) and raw maps (.npy);
 ``onnxattr inspect MODEL`` lists op support (exit 1 if a node is unsupported), the layers with
-their shapes and the rule each gets. Every error a user can cause prints one line, with no
-traceback, and exits with status 2.
+their shapes and the rule each gets; ``onnxattr audit MODEL --data ...`` runs methods over a data
+sample and writes report.html and report.json (exit 1 if a gate fails); ``onnxattr methods``
+lists the methods.
+
+Exit status: 0 success; 1 a gate failed (audit) or a node is unsupported (inspect); 2 an error
+the user can fix (bad file, option, input; one line ``onnxattr: error: ...``, no traceback);
+3 an internal error (one line; ``ONNXATTR_DEBUG=1`` shows the traceback); 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import json
+import os
 import pathlib
 import sys
+import textwrap
+import traceback
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,9 +27,9 @@ import numpy as np
 from . import attribute, load, methods
 from .errors import OnnxAttrError, OptionError
 from .graph import op_support, read_model
-from .inputs import load_batch
-from .methods.registry import lookup, resolve_options
 from .layout import check_layout
+from .methods.registry import lookup, resolve_options
+from .report import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, audit, heatmap_picture, read_inputs
 from .viz import heatmap, save_png, to_2d, to_image
 
 
@@ -37,7 +45,30 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 
 def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(","))
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def method_options(texts: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``-O [METHOD:]NAME=VALUE`` options for several methods: with METHOD, for that method;
+    without, for every method that has an option NAME (OptionError where none has)."""
+    out: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for text in texts:
+        key, value = parse_option(text)
+        method, _, opt = key.rpartition(":")
+        if method:
+            if method not in out:
+                raise OptionError(f"option {text!r} is for method {method!r}, which is not among {list(names)}")
+            out[method][opt] = value
+            continue
+        takers = [n for n in names if opt in lookup(n).options]
+        if not takers:
+            raise OptionError(f"none of the methods {list(names)} has an option {opt!r} (see `onnxattr methods`)")
+        for n in takers:
+            out[n][opt] = value
+    return out
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -56,8 +87,7 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     model = load(args.model, device=args.device, input_name=args.input_name, output_name=args.output_name)
-    x = load_batch(args.inputs, model.input_shape, args.layout, tuple(args.resize) if args.resize else None,
-                   args.mean, args.std)
+    x = read_inputs(args.inputs, model, args.layout, tuple(args.resize) if args.resize else None, args.mean, args.std)
     options = dict(parse_option(o) for o in args.option)
     target = None if args.target is None else (args.target[0] if len(args.target) == 1 else args.target)
     a = attribute(model, x, target=target, method=args.method, **options)
@@ -75,7 +105,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
             path = out / f"{stem}_{i}_target{int(targets[i])}.png"
             save_png(path, heatmap(maps[i], to_image(x[i], layout)), scale=max(1, 256 // maps.shape[-1]))
             written.append(str(path))
-    print(json.dumps({"method": args.method, "targets": [int(t) for t in targets], "files": written}))
+    else:
+        for i in range(len(x)):
+            path = out / f"{stem}_{i}_target{int(targets[i])}.png"
+            save_png(path, heatmap_picture(a[i], x[i], None))
+            written.append(str(path))
+    print(json.dumps({"schema": "onnxattr.explain/1", "method": args.method, "targets": [int(t) for t in targets],
+                      "files": written}))
     return 0
 
 
@@ -84,10 +120,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     support = op_support(proto)
     missing = [s for s in support if not s.supported]
     summary: dict[str, Any] = {
+        "schema": "onnxattr.inspect/1",
         "model": args.model,
         "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
         "nodes": len(support),
+        "supported": len(support) - len(missing),
+        "op_types": {op: {"count": sum(s.op_type == op for s in support),
+                          "supported": all(s.supported for s in support if s.op_type == op)}
+                     for op in sorted({s.op_type for s in support})},
         "unsupported": [{"node": s.node, "op_type": s.op_type, "reason": s.reason} for s in missing],
     }
     if not missing:
@@ -134,6 +175,9 @@ def _rule_name(bp: Any, node: Any) -> str:
 
 def _inspect_text(s: dict[str, Any]) -> str:
     lines = [f"{s['model']}: opset {s['opset']}, {s['nodes']} nodes, producer {s['producer'] or '?'}"]
+    ops = s["op_types"]
+    ok = ", ".join(f"{op} {v['count']}" for op, v in ops.items() if v["supported"]) or "none"
+    lines.append(f"op support: {s['supported']} of {s['nodes']} nodes supported; supported op types: {ok}")
     if s["unsupported"]:
         lines.append(f"{len(s['unsupported'])} unsupported node(s):")
         lines += [f"  {u['node']} ({u['op_type']}): {u['reason']}" for u in s["unsupported"]]
@@ -147,6 +191,27 @@ def _inspect_text(s: dict[str, Any]) -> str:
         shape = "x".join("N" if d is None else str(d) for d in layer["shape"]) if layer["shape"] else "?"
         lines.append(f"  {layer['node']:<{w}}  {layer['op_type']:<18} {shape:<16} {layer['rule']}")
     return "\n".join(lines)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    names = list(dict.fromkeys(args.method or DEFAULT_METHODS))
+    for n in names:
+        lookup(n)
+    gates = list(args.fail_on) + list(args.gate)
+    report = audit(
+        args.model, args.data, methods=names, target=args.target, sample=args.sample, heatmaps=args.heatmaps,
+        gates=gates, progress=not args.quiet, options=method_options(args.option, names),
+        analyses=[a for a in ANALYSES if a not in set(args.skip)], curve_steps=args.curve_steps,
+        n_subsets=args.n_subsets, n_sizes=args.n_sizes, runtime=args.runtime, seed=args.seed,
+        randomization_threshold=args.randomization_threshold, class_threshold=args.class_threshold,
+        layout=args.layout, resize=tuple(args.resize) if args.resize else None, mean=args.mean, std=args.std,
+        device=args.device, input_name=args.input_name, output_name=args.output_name,
+    )
+    paths = report.write(args.out)
+    if not args.quiet:
+        print(report.summary())
+        print(f"wrote {paths['html']} and {paths['json']}")
+    return 0 if report.passed else 1
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -179,9 +244,75 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(run=cmd_inspect)
 
+    a = sub.add_parser(
+        "audit", help="run methods over a data set: sanity checks, faithfulness, spectra; report.html/json",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=AUDIT_HELP, epilog=_gate_help())
+    add_model_args(a)
+    a.add_argument("--data", nargs="+", required=True, metavar="PATH",
+                   help="a .npy/.npz batch, image files, or folders of images")
+    a.add_argument("--method", action="append", metavar="M",
+                   help=f"a method to audit (repeatable; default: {' '.join(DEFAULT_METHODS)})")
+    a.add_argument("-O", "--option", action="append", default=[], metavar="[METHOD:]NAME=VALUE",
+                   help="a method option, for every method that has it or for METHOD only (repeatable)")
+    a.add_argument("--target", type=int, help="class explained for every input (default: each input's argmax)")
+    a.add_argument("--gate", action="append", default=[], metavar="EXPR",
+                   help="a requirement, e.g. 'insertion.auc>=0.5' (repeatable; see below)")
+    a.add_argument("--fail-on", action="append", default=[], choices=list(CHECKS) + ["sanity"],
+                   help="fail when this sanity check fails (the same as --gate CHECK)")
+    a.add_argument("--sample", type=int, default=8, help="inputs drawn from the data (seeded; 0: all; default 8)")
+    a.add_argument("--heatmaps", type=int, default=4, help="sampled inputs shown as heatmaps (default 4)")
+    a.add_argument("--skip", action="append", default=[], choices=list(ANALYSES), help="leave out an analysis")
+    a.add_argument("--curve-steps", type=int, default=20, help="points of the deletion/insertion curves (default 20)")
+    a.add_argument("--n-subsets", type=int, default=20, help="Sensitivity-n subsets per size (default 20)")
+    a.add_argument("--n-sizes", type=int, default=6, help="Sensitivity-n subset sizes (default 6)")
+    a.add_argument("--randomization-threshold", type=float, default=0.5,
+                   help="the randomization check passes below this mean |Spearman| (default 0.5)")
+    a.add_argument("--class-threshold", type=float, default=0.5,
+                   help="the class-sensitivity check passes below this mean Spearman (default 0.5)")
+    a.add_argument("--runtime", choices=["onnxruntime", "onnxattr"], default="onnxruntime",
+                   help="forward passes of the perturbation metrics (default onnxruntime)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the sample, subsets and random weights")
+    a.add_argument("--out", default="audit", help="output folder (default: audit)")
+    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    add_input_args(a)
+    a.set_defaults(run=cmd_audit)
+
     m = sub.add_parser("methods", help="list the methods and their options")
     m.set_defaults(run=cmd_methods)
     return p
+
+
+AUDIT_HELP = """\
+Run attribution methods over a sample of a data set and write report.html and report.json
+(heatmaps, sanity checks with pass/fail per method, faithfulness curves and scores, spectra,
+the model summary). The exit status is 1 when a gate fails, for CI."""
+
+def _gate_help() -> str:
+    metrics = "\n".join(
+        textwrap.fill(f"{k:<27} {v[2]}" + (f"; {v[1]} is better" if v[1] else ""), 96,
+                      initial_indent="  ", subsequent_indent=" " * 30)
+        for k, v in METRICS.items())
+    return f"""\
+gates (--gate EXPR, repeatable; quote them: the shell reads < and > as redirections):
+  [METHOD:]CHECK              the sanity check passes; CHECK is randomization, class_sensitivity,
+                              or sanity (both)
+  [METHOD:]METRIC OP NUMBER   the metric compares true; OP is one of < <= > >=
+  Without METHOD a gate applies to every audited method. A value that could not be computed
+  fails its gate.
+
+metrics (means over the sampled inputs):
+{metrics}
+
+checks:
+  randomization               passes when randomization.spearman < --randomization-threshold
+  class_sensitivity           passes when class_sensitivity.spearman < --class-threshold
+
+examples:
+  onnxattr audit model.onnx --data batch.npz --gate randomization --gate 'insertion.auc>=0.5'
+  onnxattr audit model.onnx --data images/ --resize 224 224 --mean 0.485,0.456,0.406 \\
+      --std 0.229,0.224,0.225 --method integrated_gradients -O steps=16 --fail-on sanity
+
+exit status: 0 every gate passed, 1 a gate failed, 2 an error in the command or its inputs"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,6 +322,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OnnxAttrError as e:
         print(f"onnxattr: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout closed early (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as e:  # files that cannot be read or written
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"onnxattr: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("onnxattr: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line, and the traceback on request
+        if os.environ.get("ONNXATTR_DEBUG"):
+            traceback.print_exc()
+        print(f"onnxattr: internal error: {type(e).__name__}: {e} (please report it; set ONNXATTR_DEBUG=1 "
+              f"for the traceback)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,0 +1,244 @@
+"""The ``onnxattr`` command end to end: inspect, explain, audit and methods on the oracle models
+(and on the trained models in models/ where they exist), the JSON they print or write, the exit
+codes of gates, and one clear line, with no traceback, for every error a user can cause."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from PIL import Image
+
+from onnxattr.cli import main
+from oracles import ORACLES, oracle
+from test_report import check_schema
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MLP, CNN = str(ORACLES / "mlp.onnx"), str(ORACLES / "cnn_bn.onnx")
+FAST = ["--sample", "3", "--curve-steps", "6", "--n-subsets", "6", "--n-sizes", "3", "--quiet"]
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ---- inspect -----------------------------------------------------------------------------------
+def test_inspect_lists_layers_shapes_and_rules(capsys):
+    rc, out, err = run(capsys, "inspect", CNN)
+    assert rc == 0 and err == ""
+    assert "all nodes supported" in out and "input input [None, 3, 16, 16]" in out
+    assert "Flat(" in out and "ZPlus(" in out and "Epsilon(" in out  # epsilon_plus_flat's three rules
+    rc, out, _ = run(capsys, "inspect", CNN, "--json", "--method", "lrp.epsilon")
+    doc = json.loads(out)
+    assert doc["schema"] == "onnxattr.inspect/1" and doc["unsupported"] == []
+    convs = [layer for layer in doc["layers"] if layer["op_type"] == "Conv"]
+    assert convs and all(layer["rule"].startswith("Epsilon") for layer in convs)
+    assert all(set(layer) == {"node", "op_type", "kind", "inputs", "shape", "rule"} for layer in doc["layers"])
+    assert len(convs[0]["shape"]) == 4 and convs[0]["shape"][0] is None
+
+
+def unsupported_model(path: pathlib.Path) -> pathlib.Path:
+    """Gemm, then two nodes onnxattr does not implement (a custom domain and a control-flow If)."""
+    then = helper.make_graph([helper.make_node("Identity", ["h"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [None, 2])])
+    nodes = [
+        helper.make_node("Gemm", ["x", "w"], ["h"], name="dense"),
+        helper.make_node("FancyOp", ["h"], ["f"], name="custom", domain="com.example"),
+        helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then, else_branch=then),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+                          [helper.make_tensor("w", TensorProto.FLOAT, [4, 2], [0.0] * 8),
+                           helper.make_tensor("c", TensorProto.BOOL, [], [True])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    onnx.save(m, path)
+    return path
+
+
+def test_inspect_lists_every_unsupported_node(capsys, tmp_path):
+    path = unsupported_model(tmp_path / "bad.onnx")
+    rc, out, err = run(capsys, "inspect", path)
+    assert rc == 1 and "2 unsupported node(s)" in out
+    assert "custom (com.example.FancyOp)" in out and "branch (If)" in out
+    rc, out, _ = run(capsys, "inspect", path, "--json")
+    assert rc == 1 and [u["node"] for u in json.loads(out)["unsupported"]] == ["custom", "branch"]
+    rc, out, err = run(capsys, "explain", path, ORACLES / "mlp.npz")
+    assert rc == 2 and err.startswith("onnxattr: error: node 'custom'") and err.count("\n") == 1
+
+
+# ---- explain -----------------------------------------------------------------------------------
+def test_explain_writes_heatmaps_and_raw_maps(capsys, tmp_path):
+    rc, out, err = run(capsys, "explain", CNN, ORACLES / "cnn_bn.npz", "--method", "integrated_gradients",
+                       "-O", "steps=8", "--target", "3", "--out", tmp_path)
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["schema"] == "onnxattr.explain/1" and doc["targets"] == [3, 3, 3, 3]
+    raw = np.load(tmp_path / "integrated_gradients.npy")
+    assert raw.shape == (4, 3, 16, 16) and raw.dtype == np.float32
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert [p.name for p in pngs] == [f"integrated_gradients_{i}_target3.png" for i in range(4)]
+    with Image.open(pngs[0]) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    assert im.size == (256, 256)
+    assert ((rgb[..., 0] - rgb[..., 2]) > 40).any() or ((rgb[..., 2] - rgb[..., 0]) > 40).any()  # red or blue
+
+
+def test_explain_reads_images_with_preprocessing(capsys, tmp_path):
+    x = oracle("cnn_bn")[1]["input"]
+    files = []
+    for i in range(2):
+        img = (np.random.default_rng(i).random((40, 30, 3)) * 255).astype(np.uint8)
+        files.append(tmp_path / f"img{i}.{'png' if i == 0 else 'jpg'}")
+        Image.fromarray(img).save(files[-1])
+    rc, out, err = run(capsys, "explain", CNN, *files, "--resize", "16", "16", "--mean", "0.5,0.5,0.5",
+                       "--std", "0.25,0.25,0.25", "--layout", "NCHW", "--out", tmp_path / "out")
+    assert rc == 0, err
+    raw = np.load(tmp_path / "out" / "gradient.npy")
+    assert raw.shape == (2,) + x.shape[1:]
+    assert len(json.loads(out)["files"]) == 3
+
+
+def test_explain_vector_model_draws_strips(capsys, tmp_path):
+    rc, out, err = run(capsys, "explain", MLP, ORACLES / "mlp.npz", "--out", tmp_path)
+    assert rc == 0, err
+    assert len(list(tmp_path.glob("gradient_*_target*.png"))) == 6
+
+
+def test_methods_lists_every_method_and_option(capsys):
+    rc, out, _ = run(capsys, "methods")
+    assert rc == 0
+    assert "integrated_gradients:" in out and "steps = 32" in out and "lrp.epsilon_gamma_box:" in out
+
+
+# ---- audit -------------------------------------------------------------------------------------
+def test_audit_writes_report_with_the_documented_schema(capsys, tmp_path):
+    rc, out, err = run(capsys, "audit", CNN, "--data", ORACLES / "cnn_bn.npz", "--method", "gradient",
+                       "--method", "smoothgrad", "-O", "smoothgrad:samples=4", "--heatmaps", "2",
+                       "--out", tmp_path, *FAST[:-1])
+    assert rc == 0, err
+    assert "audit of cnn_bn.onnx" in out and "report.html" in out
+    doc = json.loads((tmp_path / "report.json").read_text())
+    check_schema(doc, ["gradient", "smoothgrad"], image=True)
+    assert doc["passed"] is True and doc["gates"] == []
+    assert doc["methods"]["smoothgrad"]["options"]["samples"] == 4
+    assert doc["model"]["name"] == "cnn_bn.onnx" and doc["model"]["path"] == CNN
+    for m in doc["methods"].values():
+        assert all((tmp_path / f).is_file() for f in m["heatmaps"])
+    assert (tmp_path / "report.html").read_text().count("<img ") == 2 * 3
+
+
+@pytest.mark.parametrize("gates, expected", [
+    (["--gate", "deletion.auc<=100", "--gate", "gradient:insertion.auc>-100"], 0),
+    (["--gate", "deletion.auc<=100", "--gate", "insertion.auc>100"], 1),
+    (["--fail-on", "randomization", "--randomization-threshold", "1.01"], 0),
+    (["--fail-on", "randomization", "--randomization-threshold", "0"], 1),
+    (["--gate", "sensitivity_n.mean>=0.99"], 1),
+])
+def test_audit_gates_set_the_exit_code(capsys, tmp_path, gates, expected):
+    rc, out, err = run(capsys, "audit", MLP, "--data", ORACLES / "mlp.npz", "--method", "gradient",
+                       "--out", tmp_path, *gates, *FAST)
+    assert rc == expected, err
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["passed"] is (expected == 0)
+    assert doc["gates"] and all(g["method"] == "gradient" for g in doc["gates"])
+
+
+def test_audit_prints_gate_results(capsys, tmp_path):
+    rc, out, _ = run(capsys, "audit", MLP, "--data", ORACLES / "mlp.npz", "--method", "gradient", "--out", tmp_path,
+                     "--gate", "insertion.auc>100", *FAST[:-1])
+    assert rc == 1
+    assert "gate insertion.auc>100 [gradient]: FAIL" in out and "1 of 1 gate check(s) failed" in out
+
+
+BAD = [
+    (["inspect", "missing.onnx"], "'missing.onnx': no such file"),
+    (["inspect", __file__], "is not an ONNX model"),
+    (["explain", MLP, "missing.npz"], "missing.npz: no such file"),
+    (["explain", MLP, __file__], "unknown input type '.py'"),
+    (["explain", CNN, "{bad_png}"], "not a readable image"),
+    (["explain", MLP, "{png}"], "not an image batch"),
+    (["explain", MLP, str(ORACLES / "mlp.npz"), "--method", "gradint"], "unknown method 'gradint'"),
+    (["explain", MLP, str(ORACLES / "mlp.npz"), "-O", "steps=3"], "has no option 'steps'"),
+    (["explain", MLP, str(ORACLES / "mlp.npz"), "--target", "7"], "out of range"),
+    (["explain", MLP, str(ORACLES / "cnn_bn.npz")], "expects 2 dims"),
+    (["explain", MLP, str(ORACLES / "mlp.npz"), "--out", "{file}/sub"], "Not a directory"),
+    (["audit", MLP, "--data", "missing_dir/"], "no such file or folder"),
+    (["audit", MLP, "--data", "{empty}"], "holds no images"),
+    (["audit", MLP, "--data", str(ORACLES / "mlp.npz"), "--gate", "insertion.auc"], "quote the gate"),
+    (["audit", MLP, "--data", str(ORACLES / "mlp.npz"), "--gate", "nope>1"], "unknown metric"),
+    (["audit", MLP, "--data", str(ORACLES / "mlp.npz"), "-O", "steps=3"], "has an option 'steps'"),
+    (["audit", MLP, "--data", str(ORACLES / "mlp.npz"), "--method", "lrp.epsilon_gamma_box"], "needs low= and high="),
+    (["audit", MLP, "--data", str(ORACLES / "mlp.npz"), "--skip", "insertion", "--gate", "insertion.auc>0"],
+     "which is skipped"),
+    (["audit", MLP, "--data", str(ORACLES / "mlp.npz"), "--sample", "-2"], "sample must be"),
+    (["audit", MLP, "--data", str(ORACLES / "mlp.npz"), "--curve-steps", "0"], "curve_steps must be"),
+]
+
+
+@pytest.mark.parametrize("argv, words", BAD, ids=[" ".join(a[:1] + a[2:3]) + f" [{i}]" for i, (a, _) in enumerate(BAD)])
+def test_user_errors_give_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, words):
+    monkeypatch.chdir(tmp_path)  # relative names, and where a default output folder would go
+    (tmp_path / "bad.png").write_text("not an image")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "file").write_text("")
+    (tmp_path / "empty").mkdir()
+    names = {"{bad_png}": "bad.png", "{png}": "ok.png", "{empty}": "empty"}
+    argv = [names.get(a, a).replace("{file}", "file") for a in argv]
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2
+    assert err.startswith("onnxattr: error: ") and err.count("\n") == 1, err
+    assert words in err and "Traceback" not in err
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["audit", MLP])  # --data is required
+    assert e.value.code == 2
+    assert "the following arguments are required: --data" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["explain", MLP, "x.npy", "--mean", "0.5,x"])
+    assert e.value.code == 2
+
+
+def test_python_dash_m_in_a_subprocess(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "onnxattr", "audit", MLP, "--data", str(ORACLES / "mlp.npz"), "--method", "gradient",
+           "--gate", "randomization.spearman<0", "--out", str(tmp_path), *FAST[:-1]]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "FAIL" in done.stdout and (tmp_path / "report.html").is_file()
+    assert "onnxattr audit [" not in done.stderr  # stderr is not a terminal: no progress bar
+    done = subprocess.run([sys.executable, "-m", "onnxattr", "explain", MLP, "missing.png"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr == "onnxattr: error: missing.png: no such file or folder\n"
+
+
+# ---- the trained models in models/, where they exist -------------------------------------------
+TRAINED = sorted(p for p in (ROOT / "models").glob("*.onnx") if p.with_suffix(".npz").is_file())
+
+
+@pytest.mark.skipif(not TRAINED, reason="no trained models in models/ yet")
+@pytest.mark.parametrize("path", TRAINED, ids=[p.stem for p in TRAINED])
+def test_three_commands_on_trained_models(capsys, tmp_path, path):
+    data = path.with_suffix(".npz")
+    rc, out, err = run(capsys, "inspect", path, "--json")
+    assert rc == 0, out
+    assert json.loads(out)["unsupported"] == []
+    rc, out, err = run(capsys, "explain", path, data, "--method", "lrp.epsilon_plus_flat", "--out", tmp_path / "ex")
+    assert rc == 0, err
+    assert json.loads(out)["files"]
+    rc, out, err = run(capsys, "audit", path, "--data", data, "--method", "gradient", "--out", tmp_path / "audit",
+                       "--heatmaps", "1", "--skip", "sensitivity_n", "--gate", "randomization", *FAST[:-1])
+    assert rc in (0, 1), err
+    doc = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert doc["schema"] == "onnxattr.audit/1" and doc["model"]["name"] == path.name
+    assert set(doc["methods"]["gradient"]["metrics"]) >= {"deletion.auc", "insertion.auc", "randomization.spearman"}
+    assert doc["passed"] is (rc == 0)
