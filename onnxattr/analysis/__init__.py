@@ -8,6 +8,7 @@
 - spectral: :func:`power_spectrum`, :func:`lowpass`, :func:`select_cutoff` (FORGrad, Muzellec et
   al. 2024).
 - similarity: per-sample :func:`cosine`, :func:`pearson`, :func:`spearman`, :func:`ssim`.
+- localization: :func:`relevance_mass` inside ground-truth masks (Arras et al. 2022).
 """
 from .alignment import (
     Convergence,
@@ -16,6 +17,7 @@ from .alignment import (
     input_alignment,
     layer_alignment,
 )
+from .localization import mask_fraction, relevance_mass
 from .faithfulness import Curve, SensitivityN, deletion, insertion, mu_fidelity, sensitivity_n
 from .randomization import ClassSensitivity, Randomization, class_sensitivity, randomization_test
 from .similarity import cosine, pearson, spearman, ssim
@@ -37,9 +39,11 @@ __all__ = [
     "insertion",
     "layer_alignment",
     "lowpass",
+    "mask_fraction",
     "mu_fidelity",
     "pearson",
     "power_spectrum",
+    "relevance_mass",
     "randomization_test",
     "select_cutoff",
     "sensitivity_n",
