@@ -48,3 +48,17 @@ def test_matmul(sa, sb):
     a, b = rand(*sa, seed=1), rand(*sb, seed=2)
     check_op("MatMul", [a, b])
     check_vjp("MatMul", [a, b], wrt=(0, 1))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 3 * 3 * 9 * 8 * 4 * 2])  # one image; two of five
+@pytest.mark.parametrize("op_type,ws,attrs", [
+    ("Conv", (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),  # stride 1: vjp as a flipped correlation
+    ("Conv", (4, 3, 3, 3), {"strides": [2, 2], "pads": [1, 0, 1, 2]}),  # vjp by col2im
+    ("ConvTranspose", (3, 2, 3, 3), {"strides": [2, 2], "pads": [1, 1, 0, 0]}),
+])
+def test_convolutions_in_chunks_of_images(monkeypatch, chunk_bytes, op_type, ws, attrs):
+    # im2col copies a chunk of images at a time; the result must not depend on the chunking
+    monkeypatch.setattr("onnxattr.ops.window.CHUNK_BYTES", chunk_bytes)
+    inputs = [rand(5, 3, 9, 8, seed=1), rand(*ws, seed=2), rand(ws[0] if op_type == "Conv" else ws[1], seed=3)]
+    check_op(op_type, inputs, attrs)
+    check_vjp(op_type, inputs, attrs)

@@ -2,9 +2,12 @@
 per-channel ``Affine`` layer that canonization makes of a BatchNormalization with no layer to fuse
 into.
 
-Convolution is im2col over BLAS: the windows are gathered once into a (N, G, C/G*K, P) matrix and
-multiplied by the (G, O/G, C/G*K) weights; its input vjp is the transposed product followed by
-col2im (``Window.scatter_add``). 1x1 convolutions skip im2col.
+Convolution is im2col over BLAS (:func:`correlate`): a chunk of images at a time, the windows are
+copied into a (G, C/G*K, images*P) matrix and multiplied by the (G, O/G, C/G*K) weights, so that
+each product is large enough for BLAS and each copy small enough to stay in cache; a 1x1
+convolution of one image multiplies the input itself. Its adjoint (:func:`correlate_transpose`,
+Conv's vjp and ConvTranspose's forward) is, for stride 1, the correlation with the flipped
+kernel; for larger strides, the transposed product followed by col2im (``Window.scatter_add``).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any, Sequence
 
 from ..backend import array_module
 from .base import Array, Grads, Op, unbroadcast
-from .window import Window, resolve
+from .window import Window, batches, resolve
 
 
 class Conv(Op):
@@ -35,47 +38,79 @@ class Conv(Op):
         return resolve(self, x.shape[2:], kernel)
 
     def forward(self, x: Array, w: Array, b: Array | None = None) -> tuple:
-        xp = array_module(x)
-        n, c = x.shape[:2]
-        g = self.group
-        if c != w.shape[1] * g:
-            raise self.unsupported(f"input has {c} channels, weight expects {w.shape[1]} x {g} groups")
+        c = x.shape[1]
+        if c != w.shape[1] * self.group:
+            raise self.unsupported(f"input has {c} channels, weight expects {w.shape[1]} x {self.group} groups")
         win = self.window(x, w)
-        o = w.shape[0]
-        if _pointwise(win) and g == 1:
-            xs = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in win.strides)]
-            y = xp.matmul(w.reshape(o, c), xs.reshape(n, c, -1))
-        else:
-            cols = win.view(win.pad(x, 0.0)).reshape(n, g, -1, math.prod(win.out))
-            y = xp.matmul(w.reshape(g, o // g, -1), cols)
-        y = y.reshape((n, o) + win.out)
-        if b is not None:
-            y += b.reshape((1, o) + (1,) * len(win.out))
-        return (y,), (x.shape, w, win)
+        return (correlate(x, w, win, self.group, b),), (x.shape, w, win)
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         shape, w, win = ctx
         if any(needs[1:]):
             raise self.unsupported("gradients with respect to weights or bias are not computed")
-        xp = array_module(w)
-        n, c = shape[:2]
-        o, g = w.shape[0], self.group
-        gy = grads[0]
-        if _pointwise(win) and g == 1:
-            dx = xp.matmul(w.reshape(o, c).T, gy.reshape(n, o, -1)).reshape((n, c) + win.out)
-            if all(s == 1 for s in win.strides):
-                return [dx.reshape(shape), None, None]
-            full = xp.zeros(shape, dtype=dx.dtype)
-            full[(slice(None), slice(None)) + tuple(slice(None, o_ * s, s) for o_, s in zip(win.out, win.strides))] = dx
-            return [full, None, None]
-        wt = w.reshape(g, o // g, -1).transpose(0, 2, 1)
-        cols = xp.matmul(wt, gy.reshape(n, g, o // g, -1)).reshape((n, c) + win.kernel + win.out)
-        padded = tuple(s + b + e for s, b, e in zip(shape[2:], win.pads_begin, win.pads_end))
-        return [win.crop(win.scatter_add(cols, (n, c) + padded)), None, None]
+        return [correlate_transpose(grads[0], w, win, self.group, shape[2:]), None, None]
 
 
-def _pointwise(win: Window) -> bool:
-    return all(k == 1 for k in win.kernel) and not win.padded
+def correlate(x: Array, w: Array, win: Window, groups: int, bias: Array | None = None) -> Array:
+    """y[n, o, p] = sum_{c, k} w[o, c, k] x_pad[n, g(o) * C/G + c, s * p + d * k] (+ bias[o]): the
+    convolution of ONNX (a correlation) with weights w of shape (O, C/G, *kernel).
+
+    Chunks of images (``window.batches``) are copied into (G, C/G*K, images*P) columns, one
+    chunk at a time, and multiplied by the weights; a single image's product lands in the output
+    directly, several images' are put back in (N, O, P) order with the bias added on the way.
+    """
+    xp = array_module(x)
+    n = x.shape[0]
+    o, nd = w.shape[0], len(win.kernel)
+    p = math.prod(win.out)
+    wm = w.reshape(groups, o // groups, -1)
+    dtype = xp.result_type(x.dtype, w.dtype)
+    y = xp.empty((n, o, p), dtype=dtype)
+    b = None if bias is None else bias.reshape(o, 1)
+    windows = win.view(win.pad(x, 0.0))  # (N, C, *kernel, *out), no copy
+    images_last = (1,) + tuple(range(2, 2 + nd)) + (0,) + tuple(range(2 + nd, 2 + 2 * nd))
+    for start, stop in batches(xp, n, wm.shape[0] * wm.shape[2] * p * x.itemsize):
+        m = stop - start
+        cols = windows[start:stop].transpose(images_last).reshape(groups, -1, m * p)  # im2col
+        if m == 1:
+            xp.matmul(wm, cols, out=y[start].reshape(groups, o // groups, p))
+            if b is not None:
+                y[start] += b
+            continue
+        z = xp.matmul(wm, cols).reshape(o, m, p).transpose(1, 0, 2)
+        if b is None:
+            y[start:stop] = z
+        else:
+            xp.add(z, b, out=y[start:stop])
+    return y.reshape((n, o) + win.out)
+
+
+def correlate_transpose(g: Array, w: Array, win: Window, groups: int, spatial: Sequence[int]) -> Array:
+    """The adjoint of :func:`correlate` (no bias) on an input of ``spatial`` size:
+    dx[n, c, i] = sum_{o, k} w[o, c, k] g[n, o, p] over the (p, k) with s * p + d * k = i + pad.
+
+    With stride 1 it is the correlation of g with the flipped, transposed kernel
+    (``Window.transposed``); otherwise the transposed product gives the columns of each chunk
+    of images, and col2im adds them into the padded input.
+    """
+    xp = array_module(g)
+    n = g.shape[0]
+    o, cg, kernel = w.shape[0], w.shape[1], tuple(w.shape[2:])
+    c, nd = cg * groups, len(kernel)
+    full = win.transposed(spatial)
+    if full is not None:
+        flip = (slice(None),) * 3 + (slice(None, None, -1),) * nd
+        wf = w.reshape((groups, o // groups, cg) + kernel).swapaxes(1, 2)[flip].reshape((c, o // groups) + kernel)
+        return correlate(g, wf, full, groups)
+    p = math.prod(win.out)
+    wt = w.reshape(groups, o // groups, -1).transpose(0, 2, 1)  # (G, C/G*K, O/G)
+    dx = xp.zeros(win.padded_shape((n, c) + tuple(spatial)), dtype=xp.result_type(g.dtype, w.dtype))
+    for start, stop in batches(xp, n, wt.shape[0] * wt.shape[1] * p * g.itemsize):
+        m = stop - start
+        gm = g[start:stop].reshape(m, groups, o // groups, p).transpose(1, 2, 0, 3).reshape(groups, o // groups, m * p)
+        cols = xp.matmul(wt, gm).reshape((c,) + kernel + (m,) + win.out)
+        win.scatter_add(xp.moveaxis(cols, 1 + nd, 0), dx[start:stop])  # col2im
+    return win.crop(dx)
 
 
 class Gemm(Op):
@@ -232,31 +267,20 @@ class ConvTranspose(Op):
 
     def forward(self, x: Array, w: Array, b: Array | None = None) -> tuple:
         xp = array_module(x)
-        n, c = x.shape[:2]
+        c = x.shape[1]
         g = self.group
         if c != w.shape[0]:
             raise self.unsupported(f"input has {c} channels, weight expects {w.shape[0]}")
         if c % g:
             raise self.unsupported(f"{c} input channels do not split into {g} groups")
         win, out = self.window(x, w)
-        o = w.shape[1] * g
-        wt = w.reshape(g, c // g, -1).transpose(0, 2, 1)
-        cols = xp.matmul(wt, x.reshape(n, g, c // g, -1)).reshape((n, o) + win.kernel + win.out)
-        padded = tuple(s + b_ + e for s, b_, e in zip(out, win.pads_begin, win.pads_end))
-        y = win.crop(win.scatter_add(cols, (n, o) + padded))
+        y = correlate_transpose(x, w, win, g, out)
         if b is not None:
-            y = y + b.reshape((1, o) + (1,) * len(out))
-        elif win.padded:
-            y = xp.ascontiguousarray(y)
-        return (y,), (x.shape, w, win)
+            y = y + b.reshape((1, -1) + (1,) * len(out))
+        return (xp.ascontiguousarray(y),), (x.shape, w, win)
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         shape, w, win = ctx
         if any(needs[1:]):
             raise self.unsupported("gradients with respect to weights or bias are not computed")
-        xp = array_module(w)
-        n, c = shape[:2]
-        g = self.group
-        cols = win.view(win.pad(grads[0], 0.0)).reshape(n, g, -1, math.prod(win.out))
-        dx = xp.matmul(w.reshape(g, c // g, -1), cols)
-        return [dx.reshape(shape)] + [None] * (len(needs) - 1)
+        return [correlate(grads[0], w, win, self.group)] + [None] * (len(needs) - 1)

@@ -3,13 +3,15 @@ spatial axes of an (N, C, *spatial) input.
 
 The windows come from :mod:`.window` (the geometry Conv uses). Pooling loops over the kernel
 offsets only: each offset is one strided slice of the padded input, so a pass costs
-prod(kernel) vectorised operations on (N, C, *out) arrays. MaxPool keeps the index of the winning
-offset of every window (the first maximum in raster order, as PyTorch and onnxruntime pick it) and
-routes the whole cotangent there; AveragePool divides by the number of cells each window counts.
+prod(kernel) vectorised operations on (N, C, *out) arrays. MaxPool's forward is one in-place
+maximum per offset; its vjp finds the winning offset of every window again (the first maximum in
+raster order, as PyTorch and onnxruntime pick it) and routes the whole cotangent there.
+AveragePool divides by the number of cells each window counts.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -29,10 +31,6 @@ def _lowest(dtype: Any) -> Any:
     """The padding value of max pooling: -inf, or the smallest integer of an integer type."""
     dtype = np.dtype(dtype)
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
-
-
-def _index_dtype(n: int) -> Any:
-    return np.uint8 if n <= 256 else np.int32
 
 
 class _Pool(Op):
@@ -58,26 +56,23 @@ class _Pool(Op):
         return resolve(self, x.shape[2:], self.kernel, self.ceil_mode)
 
 
-def _padded_shape(shape: tuple[int, ...], win: Window) -> tuple[int, ...]:
-    return tuple(shape[:2]) + tuple(n + b + e for n, b, e in zip(shape[2:], win.pads_begin, win.pads_end))
-
-
-def _window_sum(win: Window, xpad: Array) -> Array:
-    """sum over each window of a padded (N, C, *padded) array: (N, C, *out)."""
-    total = None
-    for sl, _ in win.offsets():
-        if total is None:
-            total = xpad[_ALL + sl].copy()
-        else:
-            total += xpad[_ALL + sl]
+def _window_sum(win: Window, x: Array) -> Array:
+    """The sum over each window of an (N, C, *spatial) array padded by zeros: (N, C, *out)."""
+    xp = array_module(x)
+    total = xp.zeros(tuple(x.shape[:2]) + win.out, dtype=x.dtype)
+    for out, cells in win.clipped_offsets(x.shape[2:]):
+        total[_ALL + out] += x[_ALL + cells]
     return total
 
 
 class MaxPool(_Pool):
     """y[n, c, p] = max_k x_pad[n, c, s * p + d * k], with x padded by -inf.
 
-    The vjp sends g[n, c, p] to the first maximum of window p (raster order over k). The
-    'Indices' output is not produced (``max_outputs = 1``), so storage_order plays no part.
+    The vjp sends g[n, c, p] to the first maximum of window p (raster order over k). The forward
+    keeps no index: it keeps x and y, which the graph holds anyway in most networks (the
+    activation before the pool keeps its output), and the vjp finds the first cell equal to y.
+    Padding cells never win, so neither pass makes a padded copy.
+    The 'Indices' output is not produced (``max_outputs = 1``), so storage_order plays no part.
     """
 
     kind = "maxpool"
@@ -85,28 +80,21 @@ class MaxPool(_Pool):
     def forward(self, x: Array) -> tuple[tuple[Array], tuple]:
         xp = array_module(x)
         win = self.window(x)
-        xpad = win.pad(x, _lowest(x.dtype))
-        best = idx = None
-        for i, (sl, _) in enumerate(win.offsets()):
-            part = xpad[_ALL + sl]
-            if best is None:
-                best = part.copy()
-                idx = xp.zeros(best.shape, dtype=_index_dtype(math.prod(self.kernel)))
-                continue
-            # offsets come in increasing order, so a strictly greater value's index is the max
-            xp.maximum(idx, (part > best) * idx.dtype.type(i), out=idx)
-            xp.maximum(best, part, out=best)
-        return (best,), (x.shape, win, idx)
+        y = xp.full(tuple(x.shape[:2]) + win.out, _lowest(x.dtype), dtype=x.dtype)
+        for out, cells in win.clipped_offsets(x.shape[2:]):
+            xp.maximum(y[_ALL + out], x[_ALL + cells], out=y[_ALL + out])
+        return (y,), (x, y, win)
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
-        shape, win, idx = ctx
-        xp = array_module(idx)
-        g = grads[0]
-        dxpad = xp.zeros(_padded_shape(shape, win), dtype=g.dtype)
-        zero = g.dtype.type(0)
-        for i, (sl, _) in enumerate(win.offsets()):
-            dxpad[_ALL + sl] += xp.where(idx == i, g, zero)
-        return [win.crop(dxpad)]
+        x, y, win = ctx
+        xp = array_module(x)
+        dx = xp.zeros(x.shape, dtype=grads[0].dtype)
+        left = grads[0].copy()  # the cotangent of the windows whose maximum is not yet found
+        for out, cells in win.clipped_offsets(x.shape[2:]):  # raster order: the first maximum wins
+            sent = left[_ALL + out] * (x[_ALL + cells] == y[_ALL + out])
+            dx[_ALL + cells] += sent
+            left[_ALL + out] -= sent
+        return [dx]
 
 
 class AveragePool(_Pool):
@@ -128,30 +116,28 @@ class AveragePool(_Pool):
         extra = any(e != d for e, d in zip(win.pads_end, win.declared_end))
         if not (win.padded and (extra or not self.count_include_pad)):
             return float(math.prod(self.kernel))
-        counted = tuple(
-            slice(0 if self.count_include_pad else b, n + b + (d if self.count_include_pad else 0))
-            for n, b, d in zip(shape[2:], win.pads_begin, win.declared_end)
-        )
-        mask = xp.zeros((1, 1) + _padded_shape(shape, win)[2:], dtype=dtype)
-        mask[_ALL + counted] = 1
-        return _window_sum(win, mask)
+        if not self.count_include_pad:
+            return _window_sum(win, xp.ones((1, 1) + tuple(shape[2:]), dtype=dtype))
+        # the counted cells: the input with its declared pads, where the windows start at 0
+        counted = tuple(n + b + d for n, b, d in zip(shape[2:], win.pads_begin, win.declared_end))
+        return _window_sum(replace(win, pads_begin=(0,) * len(counted)), xp.ones((1, 1) + counted, dtype=dtype))
 
     def forward(self, x: Array) -> tuple[tuple[Array], tuple]:
         xp = array_module(x)
         win = self.window(x)
         div = self.divisor(xp, x.shape, win, x.dtype)
-        total = _window_sum(win, win.pad(x, 0))
-        y = total / (x.dtype.type(div) if isinstance(div, float) else div)
+        y = _window_sum(win, x)
+        y /= x.dtype.type(div) if isinstance(div, float) else div
         return (y,), (x.shape, win, div)
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         shape, win, div = ctx
         xp = array_module(grads[0])
         g = grads[0] / (grads[0].dtype.type(div) if isinstance(div, float) else div.astype(grads[0].dtype))
-        dxpad = xp.zeros(_padded_shape(shape, win), dtype=g.dtype)
-        for sl, _ in win.offsets():
-            dxpad[_ALL + sl] += g
-        return [win.crop(dxpad)]
+        dx = xp.zeros(shape, dtype=g.dtype)
+        for out, cells in win.clipped_offsets(shape[2:]):
+            dx[_ALL + cells] += g[_ALL + out]
+        return [dx]
 
 
 class _GlobalPool(Op):

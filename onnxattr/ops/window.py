@@ -3,7 +3,10 @@
 Conv and the pooling ops share this geometry. ``Window`` resolves ONNX's kernel, stride,
 dilation, pads, auto_pad and ceil_mode attributes for one input shape; ``view`` returns the
 windows as a strided view of shape (N, C, *kernel, *out) without copying, and ``scatter_add`` is
-its adjoint (col2im), looping over kernel offsets only.
+its adjoint (col2im), looping over kernel offsets only. ``clipped_offsets`` gives the same
+offsets as slices of the unpadded input (pooling needs no padded copy), ``transposed`` the window
+of a stride-1 correlation's adjoint (the full correlation with the flipped kernel), and
+``batches`` cuts a batch into the chunks that im2col copies at a time.
 """
 from __future__ import annotations
 
@@ -57,13 +60,49 @@ class Window:
                 for ki, d, o, s in zip(k, self.dilations, self.out, self.strides)
             ), k
 
-    def scatter_add(self, cols: Array, padded_shape: tuple[int, ...]) -> Array:
-        """Adjoint of ``view``: sum (N, C, *kernel, *out) columns into a padded input."""
-        xp = array_module(cols)
-        dx = xp.zeros(padded_shape, dtype=cols.dtype)
+    def clipped_offsets(self, spatial: Sequence[int]) -> Any:
+        """For every kernel offset whose windows reach the unpadded input: the slices of the
+        output positions p whose cell s * p + d * k - pad lies inside the input, and of those
+        cells in the input, so that windows are reduced without a padded copy."""
+        for k in itertools.product(*(range(n) for n in self.kernel)):
+            outs, ins = [], []
+            for ki, d, o, s, b, n in zip(k, self.dilations, self.out, self.strides, self.pads_begin, spatial):
+                shift = d * ki - b  # input index of output position p: s * p + shift
+                first = max(0, -(-(-shift) // s))
+                last = min(o - 1, (n - 1 - shift) // s)
+                if last < first:
+                    break
+                outs.append(slice(first, last + 1))
+                ins.append(slice(s * first + shift, s * last + shift + 1, s))
+            else:
+                yield tuple(outs), tuple(ins)
+
+    def scatter_add(self, cols: Array, into: Array) -> None:
+        """Adjoint of ``view``: add (N, C, *kernel, *out) columns into a padded input, in place."""
         for sl, k in self.offsets():
-            dx[(slice(None), slice(None)) + sl] += cols[(slice(None), slice(None)) + k]
-        return dx
+            into[(slice(None), slice(None)) + sl] += cols[(slice(None), slice(None)) + k]
+
+    def padded_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of an (N, C, *spatial) input with the window's padding."""
+        return tuple(shape[:2]) + tuple(n + b + e for n, b, e in zip(shape[2:], self.pads_begin, self.pads_end))
+
+    def transposed(self, spatial: Sequence[int]) -> "Window | None":
+        """The window of this stride-1 correlation's adjoint, or None where there is none.
+
+        The vjp of a stride-1 correlation from ``spatial`` to ``out`` is the correlation of its
+        output cotangent with the flipped kernel, padded by d (k - 1) - pad at the start (and what
+        gives back ``spatial`` at the end): a correlation again, so it runs as im2col over BLAS
+        instead of col2im. None for strides > 1 or pads beyond the kernel's extent.
+        """
+        if any(s != 1 for s in self.strides):
+            return None
+        extent = [d * (k - 1) for k, d in zip(self.kernel, self.dilations)]
+        begin = tuple(e - b for e, b in zip(extent, self.pads_begin))
+        end = tuple(n - o + b for n, o, b in zip(spatial, self.out, self.pads_begin))
+        if min(begin + end, default=0) < 0:
+            return None
+        return Window(kernel=self.kernel, strides=self.strides, dilations=self.dilations,
+                      pads_begin=begin, pads_end=end, declared_end=end, out=tuple(spatial))
 
     def crop(self, xpad: Array) -> Array:
         """The unpadded part of a padded input."""
@@ -73,6 +112,18 @@ class Window:
             slice(b, n - e) for b, e, n in zip(self.pads_begin, self.pads_end, xpad.shape[2:])
         )
         return xpad[(slice(None), slice(None)) + sl]
+
+
+#: The size of one chunk's im2col matrix on the CPU: enough images per chunk for an efficient
+#: matrix product, few enough that the copy stays in cache (measured on ResNets).
+CHUNK_BYTES = 8 << 20
+
+
+def batches(xp: Any, n: int, bytes_per_image: int) -> list[tuple[int, int]]:
+    """(start, stop) of the chunks of a batch of ``n`` whose im2col matrices are made one at a
+    time: about CHUNK_BYTES each on the CPU, the whole batch on a GPU."""
+    step = n if xp.__name__ != "numpy" else max(1, min(n, CHUNK_BYTES // max(bytes_per_image, 1)))
+    return [(i, min(n, i + step)) for i in range(0, n, step)]
 
 
 def resolve(
