@@ -99,17 +99,22 @@ def to_host(a: Any) -> np.ndarray:
 
 
 def on_one_device(arrays: Sequence[Any]) -> list[Any]:
-    """``arrays`` with the host float and bool arrays moved to the GPU where any of them is on it.
+    """A node's inputs with the host arrays that must meet device arrays moved to the GPU.
 
-    Integer arrays stay where they are: they are shapes, axes and indices, read on the host
-    (``ops.base.host_ints``) or accepted by CuPy's indexing as they are. For an engine that meets
-    a node mixing device data with a host tensor computed from shapes (Shape -> Cast -> Div).
+    CuPy's elementwise functions refuse NumPy arrays, and a graph computes some tensors on the
+    host: shapes and what is made from them (Shape -> Cast -> Div, ConstantOfShape, Range). Where
+    any input is on the GPU, host float and bool arrays go there too; host integer arrays stay
+    (shapes, axes and indices, read with ``ops.base.host_ints`` or taken by CuPy's indexing as
+    they are) unless an integer input is on the GPU as well (ArgMax -> Add).
     """
-    if not any(is_device_array(a) for a in arrays):
+    device = [a for a in arrays if is_device_array(a)]
+    if not device:
         return list(arrays)
     cp = cupy()
+    ints = any(a.dtype.kind in "iu" for a in device)
     return [
-        cp.asarray(a) if isinstance(a, np.ndarray) and a.dtype.kind in "fcb" else a for a in arrays
+        cp.asarray(a) if isinstance(a, np.ndarray) and (a.dtype.kind in "fcb" or ints) else a
+        for a in arrays
     ]
 
 
