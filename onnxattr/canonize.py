@@ -5,8 +5,9 @@ is unchanged (up to float rounding).
   into that layer's weights: W' = W s, b' = (b - mean) s + beta, s = scale / sqrt(var + eps)
   (as Zennit's ``SequentialMergeBatchNorm``). Any other BatchNormalization becomes an ``Affine``
   layer y = s x + (beta - mean s).
-- A bias Add of a constant after a Gemm or Conv is merged into the layer's bias, and a MatMul of
-  a 2-D input by a constant matrix becomes a Gemm, so that rules see one linear layer.
+- A MatMul by a constant matrix becomes a ``Dense`` layer (x W + b over the last axis, whatever
+  the input's rank), and a bias Add of a constant after a Dense, Gemm or Conv is merged into the
+  layer's bias, so that rules see one linear layer.
 - Dropout and Identity are dropped.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ def canonize(graph: LayerGraph) -> LayerGraph:
     arrays are shared, new ones added)."""
     nodes = [dataclasses.replace(n, inputs=list(n.inputs), outputs=list(n.outputs)) for n in graph.nodes]
     consts = dict(graph.constants)
-    for rewrite in (_drop_identities, _matmul_to_gemm, _merge_bias_add, _fuse_batchnorm):
+    for rewrite in (_drop_identities, _matmul_to_dense, _merge_bias_add, _fuse_batchnorm):
         nodes = rewrite(nodes, consts, graph)
     return LayerGraph(nodes=nodes, constants=consts, input=graph.input, output=graph.output,
                       shapes=graph.shapes, opset=graph.opset, dropped_softmax=graph.dropped_softmax)
@@ -67,13 +68,12 @@ def _drop_identities(nodes: list[Node], consts: dict, graph: LayerGraph) -> list
     return nodes
 
 
-def _matmul_to_gemm(nodes: list[Node], consts: dict, graph: LayerGraph) -> list[Node]:
+def _matmul_to_dense(nodes: list[Node], consts: dict, graph: LayerGraph) -> list[Node]:
     out = []
     for n in nodes:
         w = consts.get(n.inputs[1]) if n.op_type == "MatMul" else None
-        shape = graph.shapes.get(n.inputs[0])
-        if w is not None and w.ndim == 2 and shape is not None and len(shape) == 2 and n.inputs[0] not in consts:
-            n = Node(n.name, "Gemm", make_op("Gemm", {}, graph.opset, n.name), n.inputs[:2], n.outputs)
+        if w is not None and w.ndim == 2 and n.inputs[0] not in consts:
+            n = Node(n.name, "Dense", make_op("Dense", {}, graph.opset, n.name), n.inputs[:2], n.outputs)
         out.append(n)
     return out
 
@@ -86,7 +86,7 @@ def _merge_bias_add(nodes: list[Node], consts: dict, graph: LayerGraph) -> list[
         if data is None:
             continue
         layer = next((n for n in nodes if data in n.outputs), None)
-        if layer is None or layer.op_type not in ("Gemm", "Conv") or len(_consumers(nodes, data)) != 1:
+        if layer is None or layer.op_type not in ("Gemm", "Dense", "Conv") or len(_consumers(nodes, data)) != 1:
             continue
         channels = _out_channels(layer, consts)
         if channels is None:
@@ -137,6 +137,8 @@ def _out_channels(layer: Node, consts: dict) -> int | None:
         return None
     if layer.op_type == "Gemm":
         return w.shape[0] if layer.op.trans_b else w.shape[1]
+    if layer.op_type == "Dense":
+        return w.shape[1]
     if layer.op_type == "ConvTranspose":
         return w.shape[1] * int(layer.op.attrs.get("group", 1))
     return w.shape[0]

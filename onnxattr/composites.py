@@ -91,7 +91,7 @@ class _Position(Selector):
 
 class First(_Position):
     """The first node (in topological order, on the input's path) that ``among`` selects:
-    by default the first linear layer (Conv, ConvTranspose, Gemm, Affine)."""
+    by default the first linear layer (Conv, ConvTranspose, Gemm, Dense, Affine)."""
 
     index = 0
 
@@ -151,8 +151,8 @@ class Composite:
 
 
 CONV = OpType("Conv", "ConvTranspose")
-DENSE = OpType("Gemm")
-LINEAR = OpType("Conv", "ConvTranspose", "Gemm")
+DENSE = OpType("Gemm", "Dense")
+LINEAR = OpType("Conv", "ConvTranspose", "Gemm", "Dense")
 
 
 def everywhere(rule: Rule, name: str) -> Composite:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from .backend import on_one_device
 from .graph import LayerGraph, Node
 from .ops.base import Array
 
@@ -65,6 +66,7 @@ def forward(
     tape = Tape()
     for i, node in enumerate(graph.nodes):
         args = [(env[t] if t in env else params[t]) if t else None for t in node.inputs]
+        args = on_one_device(args)  # shape tensors computed on the host meet GPU data
         outs, ctx = node.op.forward(*args)
         for t, v in zip(node.outputs, outs):
             if t:

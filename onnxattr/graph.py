@@ -209,6 +209,7 @@ def _make_node(proto: onnx.NodeProto, index: int, opset: int) -> Node:
             raise UnsupportedOpError(name, proto.op_type, f"subgraph attribute {a.name!r} (control flow)")
     attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
     op = make_op(proto.op_type, attrs, opset, name)
+    op.n_outputs = len(proto.output)
     return Node(name, proto.op_type, op, list(proto.input), list(proto.output))
 
 

@@ -62,3 +62,14 @@ def test_convolutions_in_chunks_of_images(monkeypatch, chunk_bytes, op_type, ws,
     inputs = [rand(5, 3, 9, 8, seed=1), rand(*ws, seed=2), rand(ws[0] if op_type == "Conv" else ws[1], seed=3)]
     check_op(op_type, inputs, attrs)
     check_vjp(op_type, inputs, attrs)
+
+
+@pytest.mark.parametrize("xs", [(5, 4), (2, 3, 4)])
+def test_dense_is_matmul_plus_bias(xs):
+    from optest import our_forward
+
+    x, w, b = rand(*xs, seed=1), rand(4, 3, seed=2), rand(3, seed=3)
+    (y,), _ = our_forward("Dense", [x, w, b], {})
+    (want,), _ = check_op("MatMul", [x, w])
+    np.testing.assert_allclose(y, want + b, rtol=1e-6)
+    check_vjp("Dense", [x, w, b])

@@ -1,6 +1,7 @@
 """Our forward pass equals onnxruntime's on real architectures and on onnx's per-op test models."""
 import numpy as np
 import pytest
+from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
 
 import onnxattr
 from onnxattr.errors import UnsupportedOpError
@@ -19,7 +20,8 @@ def test_light_model_forward_equals_onnxruntime(name):
     x = np.random.default_rng(2).uniform(0, 1, (1, 3, 224, 224)).astype(np.float32)
     logits = model(x)
     (want,) = ort_run(proto, x, [model.output_name])
-    assert model.graph.dropped_softmax == "Softmax"
+    last = proto.graph.node[-1].op_type
+    assert model.graph.dropped_softmax == (last if last == "Softmax" else None)
     assert np.abs(want).max() > 1e-3  # random weights give a non-trivial output
     assert max_rel_err(logits, want) < 1e-4
 
@@ -53,8 +55,15 @@ def test_pytorch_case_forward(kind, case):
         if ops <= CORE_OPS:
             raise
         pytest.skip(str(e))
-    got = model(inputs[0])
-    want = ort_run(proto, inputs[0], [proto.graph.output[0].name])[0]
-    assert got.shape == want.shape
-    assert max_rel_err(got, want) < 1e-4
-    assert max_rel_err(got, outputs[0]) < 1e-3
+    with np.errstate(invalid="ignore", divide="ignore"):  # e.g. sqrt of negatives: NaN, as in ORT
+        got = model(inputs[0])
+    references = [(outputs[0], 1e-3)]  # what PyTorch computed when the case was made
+    try:
+        references.append((ort_run(proto, inputs[0], [proto.graph.output[0].name])[0], 1e-4))
+    except OrtNotImplemented:
+        pass  # onnxruntime dropped the kernels of some old opsets (Add-6, Gemm-6, PRelu-6, ...)
+    for want, tol in references:
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        ok = ~np.isnan(want)
+        assert max_rel_err(got[ok], want[ok]) < tol

@@ -40,6 +40,8 @@ class Op:
     #: how many of the node's outputs the op computes (None: all it declares); the loader
     #: refuses a model that reads one beyond these.
     max_outputs: ClassVar[int | None] = None
+    #: how many outputs the node declares (set by the loader; None for a free-standing op)
+    n_outputs: int | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

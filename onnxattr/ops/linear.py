@@ -284,3 +284,23 @@ class ConvTranspose(Op):
         if any(needs[1:]):
             raise self.unsupported("gradients with respect to weights or bias are not computed")
         return [correlate(grads[0], w, win, self.group)] + [None] * (len(needs) - 1)
+
+
+class Dense(Op):
+    """y = x W + b over the last axis of x, any leading axes (as torch.nn.Linear): a MatMul by a
+    constant matrix, with its bias Add merged, after canonization (not an ONNX op; made by
+    ``onnxattr.canonize``)."""
+
+    kind = "linear"
+    data_input = 0
+    weight_input = 1
+    bias_input = 2
+
+    def forward(self, x: Array, w: Array, b: Array | None = None) -> tuple:
+        y = x @ w
+        if b is not None:
+            y += b
+        return (y,), w
+
+    def vjp(self, ctx: Array, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
+        return [grads[0] @ ctx.T] + [None] * (len(needs) - 1)

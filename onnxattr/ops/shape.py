@@ -630,7 +630,7 @@ class Where(Op):
     kind = "other"
 
     def forward(self, condition: Array, x: Array, z: Array) -> tuple:
-        xp = array_module(x, z)
+        xp = array_module(condition, x, z)
         condition = xp.asarray(condition)
         return (xp.where(condition, x, z),), (condition, tuple(x.shape), tuple(z.shape))
 
