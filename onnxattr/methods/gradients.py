@@ -178,12 +178,16 @@ def smoothgrad(model: Model, x: Array, target: np.ndarray | None, samples: int, 
     t = target_at(model, x, target)
     n = x.shape[0]
     flat = x.reshape(n, -1)
-    sigma = noise_level * (flat.max(axis=1) - flat.min(axis=1))
+    sigma = (noise_level * (flat.max(axis=1) - flat.min(axis=1))).reshape((1, n) + (1,) * (x.ndim - 1))
     rng = np.random.default_rng(seed)
-    noise = rng.standard_normal((samples,) + tuple(x.shape)).astype(np.float32)
-    noisy = x + xp.asarray(noise) * sigma.reshape((1, n) + (1,) * (x.ndim - 1))
-    noisy = noisy.reshape((-1,) + x.shape[1:])
-    g = batched_gradients(model, noisy, np.tile(t, samples), batch_size)
-    if base_method == "input_x_gradient":
-        g = g * noisy
-    return g.reshape((samples,) + x.shape).mean(axis=0)
+    total = xp.zeros_like(x)
+    per_pass = max(1, batch_size // n)  # whole copies of the batch per pass; noise drawn per pass
+    for k0 in range(0, samples, per_pass):
+        k = min(per_pass, samples - k0)
+        noise = xp.asarray(rng.standard_normal((k,) + tuple(x.shape)).astype(np.float32))
+        noisy = (x + noise * sigma).reshape((-1,) + x.shape[1:])
+        g = batched_gradients(model, noisy, np.tile(t, k), batch_size)
+        if base_method == "input_x_gradient":
+            g = g * noisy
+        total += g.reshape((k,) + x.shape).sum(axis=0)
+    return total / samples
