@@ -23,6 +23,7 @@ JSON schema ``onnxattr.audit/1`` (NaN is written as null)::
     schema            "onnxattr.audit/1"
     onnxattr_version  str
     created           ISO 8601 time (UTC)
+    seconds           how long the audit took
     passed            bool: every gate passed (true when there are no gates)
     model             {name, path, opset, ir_version, producer, input: {name, shape, dtype},
                        output, dropped_softmax, classes, nodes, op_types: {op: count},
@@ -519,8 +520,11 @@ def evaluate_gate(gate: Gate, results: dict[str, MethodResult]) -> list[GateOutc
                 if c is None or c.passed is None:
                     out.append(GateOutcome(gate.text, name, check, None, False, f"{check} does not apply to this model"))
                 else:
+                    key = {"randomization": "randomization.spearman",
+                           "class_sensitivity": "class_sensitivity.spearman"}[check]
                     out.append(GateOutcome(gate.text, name, check, c.value, c.passed,
-                                           f"{check} {'passed' if c.passed else 'failed'}: {c.rule}, value {_fmt(c.value)}"))
+                                           f"{key} = {_fmt(c.value)}, the check requires < {c.threshold:g}"
+                                           if c.value is not None else f"{check}: {c.rule}"))
             continue
         value = r.metrics.get(gate.metric)
         if value is None or not math.isfinite(value):
@@ -798,7 +802,7 @@ def render_html(r: AuditReport) -> str:
         f"schema <code>{SCHEMA}</code>{gate_note}</p>",
     ]
     parts += _summary_section(r, colors)
-    parts += _gates_section(r)
+    parts += _gates_section(r, colors)
     parts += _heatmap_section(r)
     parts += _sanity_section(r, colors)
     parts += _faithfulness_section(r, colors)
@@ -842,14 +846,30 @@ def _summary_section(r: AuditReport, colors: dict[str, str]) -> list[str]:
     return out
 
 
-def _gates_section(r: AuditReport) -> list[str]:
+def _gates_section(r: AuditReport, colors: dict[str, str]) -> list[str]:
+    """The gates as a table: a row per gate (a 'sanity' gate gives a row per check), a column per
+    method; each cell the value read and pass/fail (hover: the detail)."""
     if not r.gates:
         return []
-    out = ["<h2>Gates</h2>", "<table><tr><th>gate</th><th>method</th><th>value</th><th>result</th><th>detail</th></tr>"]
+    names = list(r.methods)
+    rows: dict[tuple[str, str], dict[str, GateOutcome]] = {}
     for g in r.gates:
-        out.append(f"<tr><td><code>{_e(g.gate)}</code></td><td><code>{_e(g.method)}</code></td>"
-                   f'<td class="num">{_fmt(g.value)}</td><td>{_badge(g.passed)}</td><td>{_e(g.detail)}</td></tr>')
-    out.append("</table>")
+        rows.setdefault((g.gate, g.metric), {})[g.method] = g
+    out = ["<h2>Gates</h2>",
+           "<table><tr><th>gate</th>" + "".join(f'<th class="name">{_method_cell(n, colors)}</th>' for n in names)
+           + "</tr>"]
+    for (gate, metric), cells in rows.items():
+        label = f"<code>{_e(gate)}</code>" + (f' <span class="meta">({_e(metric)})</span>' if metric not in gate else "")
+        tds = []
+        for n in names:
+            g = cells.get(n)
+            tds.append('<td class="num">&ndash;</td>' if g is None else
+                       f'<td class="num" title="{_e(g.detail)}">{_fmt(g.value)} {_badge(g.passed)}</td>')
+        out.append(f"<tr><td>{label}</td>{''.join(tds)}</tr>")
+    failed = sum(not g.passed for g in r.gates)
+    out.append(f'</table><p class="note">{failed} of {len(r.gates)} gate checks failed. A gate without a method '
+               "applies to every method; a value that could not be computed fails.</p>" if failed else
+               f'</table><p class="note">All {len(r.gates)} gate checks passed.</p>')
     return out
 
 

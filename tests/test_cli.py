@@ -198,6 +198,17 @@ def test_user_errors_give_one_line_and_exit_2(capsys, tmp_path, monkeypatch, arg
     assert words in err and "Traceback" not in err
 
 
+def test_internal_errors_give_one_line_and_exit_3(capsys, monkeypatch):
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("onnxattr.cli.cmd_methods", broken)
+    monkeypatch.delenv("ONNXATTR_DEBUG", raising=False)
+    rc, out, err = run(capsys, "methods")
+    assert rc == 3 and err.count("\n") == 1
+    assert err.startswith("onnxattr: internal error: ZeroDivisionError: a bug") and "ONNXATTR_DEBUG=1" in err
+
+
 def test_argparse_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["audit", MLP])  # --data is required
