@@ -44,8 +44,11 @@ def dense_bias(node, b, x, w):
     return out.reshape(-1)
 
 
-def run(rule, node, x, w, b, r):
-    rec = NodeRecord(ctx=None, inputs=(x, w, b))
+def run(rule, node, x, w, b, r, recorded=False):
+    """The rule's relevance at x; ``recorded``: with the output and vjp context of a forward pass,
+    as the engine keeps them (else the rule computes every term itself)."""
+    (y,), ctx = node.op.forward(x, w, b)
+    rec = NodeRecord(ctx=ctx, inputs=(x, w, b), outputs=(y,)) if recorded else NodeRecord(inputs=(x, w, b))
     return rule.backward(node, rec, [r], [True, False, False])[0]
 
 
@@ -80,20 +83,32 @@ def per_sample(x, r, fn):
     return np.stack([fn(x[i].reshape(-1), r[i].reshape(-1)) for i in range(n)]).reshape(x.shape)
 
 
+# non-negative data (after a ReLU): the positive part is the data, the negative part's terms vanish
+SIGNS = pytest.mark.parametrize("data", ["mixed", "nonneg-recorded"])
+
+
+def signed(x, data):
+    return np.abs(x) if data.startswith("nonneg") else x
+
+
+@SIGNS
 @pytest.mark.parametrize("layer", LAYERS, ids=IDS)
-def test_epsilon_and_z(layer):
+def test_epsilon_and_z(layer, data):
     node, x, w, b = layer
+    x = signed(x, data)
     W, bias = dense(node, x, w, b)
     r = np.random.default_rng(5).standard_normal((x.shape[0], W.shape[0]))
     r_shaped = r.reshape((x.shape[0],) + node.op.forward(x, w, b)[0][0].shape[1:])
     for rule, e in [(Epsilon(0.1), 0.1), (Epsilon(), eps), (Z(), 0.0)]:
         want = per_sample(x, r, lambda xv, rv: xv * (W.T @ (rv / stabilize(W @ xv + bias, e))))
-        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped), want, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped, "recorded" in data), want, rtol=1e-7, atol=1e-9)
 
 
+@SIGNS
 @pytest.mark.parametrize("layer", LAYERS, ids=IDS)
-def test_zplus_alphabeta_gamma(layer):
+def test_zplus_alphabeta_gamma(layer, data):
     node, x, w, b = layer
+    x = signed(x, data)
     W, bias = dense(node, x, w, b)
     Wp, Wn = pos(W), neg(W)
     bp, bn = pos(bias), neg(bias)
@@ -125,12 +140,13 @@ def test_zplus_alphabeta_gamma(layer):
     cases = [(ZPlus(), zplus), (AlphaBeta(2, 1), alphabeta(2, 1)), (AlphaBeta(1, 0), alphabeta(1, 0)),
              (Gamma(0.25), gamma(0.25)), (Gamma(1.0), gamma(1.0))]
     for rule, formula in cases:
-        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped), per_sample(x, r, formula),
-                                   rtol=1e-7, atol=1e-9, err_msg=repr(rule))
+        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped, "recorded" in data),
+                                   per_sample(x, r, formula), rtol=1e-7, atol=1e-9, err_msg=repr(rule))
 
 
+@pytest.mark.parametrize("recorded", [False, True])
 @pytest.mark.parametrize("layer", LAYERS, ids=IDS)
-def test_zbox_flat_wsquare(layer):
+def test_zbox_flat_wsquare(layer, recorded):
     node, x, w, b = layer
     W, bias = dense(node, x, w, b)
     Wp, Wn = pos(W), neg(W)
@@ -154,7 +170,7 @@ def test_zbox_flat_wsquare(layer):
         return W2.T @ (rv / stabilize(W2 @ np.ones_like(xv), eps))
 
     for rule, formula in [(ZBox(low, high), zbox), (Flat(), flat), (WSquare(), wsquare)]:
-        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped), per_sample(x, r, formula),
+        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped, recorded), per_sample(x, r, formula),
                                    rtol=1e-7, atol=1e-9, err_msg=repr(rule))
 
 

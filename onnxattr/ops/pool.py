@@ -18,7 +18,7 @@ import numpy as np
 
 from ..backend import array_module
 from .base import Array, Grads, Op
-from .window import Window, resolve
+from .window import PLANE_CHUNK_BYTES, Window, batches, resolve
 
 _ALL = (slice(None), slice(None))
 
@@ -56,12 +56,24 @@ class _Pool(Op):
         return resolve(self, x.shape[2:], self.kernel, self.ceil_mode)
 
 
+def _plane_chunks(*arrays: Array) -> Any:
+    """The (N, C, *spatial) arrays as (N*C, 1, *spatial) planes, a chunk of planes at a time (the
+    same planes of each), so that the passes over the kernel offsets stay in cache."""
+    xp = array_module(*arrays)
+    planes = [a.reshape((-1, 1) + tuple(a.shape[2:])) for a in arrays]
+    bytes_each = math.prod(arrays[0].shape[2:]) * arrays[0].itemsize
+    for start, stop in batches(xp, planes[0].shape[0], bytes_each, PLANE_CHUNK_BYTES):
+        yield [p[start:stop] for p in planes]
+
+
 def _window_sum(win: Window, x: Array) -> Array:
     """The sum over each window of an (N, C, *spatial) array padded by zeros: (N, C, *out)."""
     xp = array_module(x)
     total = xp.zeros(tuple(x.shape[:2]) + win.out, dtype=x.dtype)
-    for out, cells in win.clipped_offsets(x.shape[2:]):
-        total[_ALL + out] += x[_ALL + cells]
+    offsets = list(win.clipped_offsets(x.shape[2:]))
+    for xs, ts in _plane_chunks(x, total):
+        for out, cells in offsets:
+            ts[_ALL + out] += xs[_ALL + cells]
     return total
 
 
@@ -81,8 +93,10 @@ class MaxPool(_Pool):
         xp = array_module(x)
         win = self.window(x)
         y = xp.full(tuple(x.shape[:2]) + win.out, _lowest(x.dtype), dtype=x.dtype)
-        for out, cells in win.clipped_offsets(x.shape[2:]):
-            xp.maximum(y[_ALL + out], x[_ALL + cells], out=y[_ALL + out])
+        offsets = list(win.clipped_offsets(x.shape[2:]))
+        for xs, ys in _plane_chunks(x, y):
+            for out, cells in offsets:
+                xp.maximum(ys[_ALL + out], xs[_ALL + cells], out=ys[_ALL + out])
         return (y,), (x, y, win)
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
@@ -90,10 +104,12 @@ class MaxPool(_Pool):
         xp = array_module(x)
         dx = xp.zeros(x.shape, dtype=grads[0].dtype)
         left = grads[0].copy()  # the cotangent of the windows whose maximum is not yet found
-        for out, cells in win.clipped_offsets(x.shape[2:]):  # raster order: the first maximum wins
-            sent = left[_ALL + out] * (x[_ALL + cells] == y[_ALL + out])
-            dx[_ALL + cells] += sent
-            left[_ALL + out] -= sent
+        offsets = list(win.clipped_offsets(x.shape[2:]))
+        for xs, ys, ls, ds in _plane_chunks(x, y, left, dx):
+            for out, cells in offsets:  # raster order: the first maximum wins
+                sent = ls[_ALL + out] * (xs[_ALL + cells] == ys[_ALL + out])
+                ds[_ALL + cells] += sent
+                ls[_ALL + out] -= sent
         return [dx]
 
 
@@ -135,8 +151,10 @@ class AveragePool(_Pool):
         xp = array_module(grads[0])
         g = grads[0] / (grads[0].dtype.type(div) if isinstance(div, float) else div.astype(grads[0].dtype))
         dx = xp.zeros(shape, dtype=g.dtype)
-        for out, cells in win.clipped_offsets(shape[2:]):
-            dx[_ALL + cells] += g[_ALL + out]
+        offsets = list(win.clipped_offsets(shape[2:]))
+        for gs, ds in _plane_chunks(g, dx):
+            for out, cells in offsets:
+                ds[_ALL + cells] += gs[_ALL + out]
         return [dx]
 
 

@@ -117,12 +117,15 @@ class Window:
 #: The size of one chunk's im2col matrix on the CPU: enough images per chunk for an efficient
 #: matrix product, few enough that the copy stays in cache (measured on ResNets).
 CHUNK_BYTES = 8 << 20
+#: The input of one chunk of pooling planes on the CPU: the passes over it stay in the core's cache.
+PLANE_CHUNK_BYTES = 1 << 20
 
 
-def batches(xp: Any, n: int, bytes_per_image: int) -> list[tuple[int, int]]:
-    """(start, stop) of the chunks of a batch of ``n`` whose im2col matrices are made one at a
-    time: about CHUNK_BYTES each on the CPU, the whole batch on a GPU."""
-    step = n if xp.__name__ != "numpy" else max(1, min(n, CHUNK_BYTES // max(bytes_per_image, 1)))
+def batches(xp: Any, n: int, bytes_each: int, chunk_bytes: int | None = None) -> list[tuple[int, int]]:
+    """(start, stop) of the chunks of ``n`` items (images, planes) that are processed one at a
+    time: about ``chunk_bytes`` (CHUNK_BYTES) each on the CPU, all at once on a GPU."""
+    limit = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    step = n if xp.__name__ != "numpy" else max(1, min(n, limit // max(bytes_each, 1)))
     return [(i, min(n, i + step)) for i in range(0, n, step)]
 
 
