@@ -103,4 +103,40 @@ def ints(values: Sequence[int]) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
-__all__ = ["check_op", "check_vjp", "run_ort", "our_forward", "rand", "ints", "onnx"]
+def same_on_gpu(op_type, inputs, attrs=None, opset=17, seed=0):
+    """Skip without a usable GPU; else run the op on the host and on the GPU (float and bool inputs moved there, integer ones
+    left on the host, as the engine does) and assert equal outputs and vjps."""
+    from onnx import helper
+
+    import pytest
+
+    from onnxattr import backend
+
+    if not backend.gpu_available():
+        pytest.skip("needs CuPy and a usable NVIDIA GPU")
+    cp = backend.cupy()
+    attrs = {k: helper.get_attribute_value(helper.make_attribute(k, v)) for k, v in (attrs or {}).items()}
+    op = make_op(op_type, attrs, opset, "gpu")
+    dev = [cp.asarray(a) if a is not None and a.dtype.kind in "fb" else a for a in inputs]
+    host_out, host_ctx = op.forward(*inputs)
+    dev_out, dev_ctx = op.forward(*dev)
+    for h, d in zip(host_out, dev_out):
+        if h.dtype.kind == "f":
+            np.testing.assert_allclose(backend.to_host(d), h, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(backend.to_host(d), h)
+    if not op.differentiable:
+        return
+    rng = np.random.default_rng(seed)
+    gs = [rng.standard_normal(o.shape).astype(o.dtype) if o.dtype.kind == "f" else None for o in host_out]
+    needs = [a is not None and a.dtype.kind == "f" for a in inputs]
+    host_g = op.vjp(host_ctx, gs, needs)
+    dev_g = op.vjp(dev_ctx, [None if g is None else cp.asarray(g) for g in gs], needs)
+    for h, d in zip(host_g, dev_g):
+        assert (h is None) == (d is None)
+        if h is not None:
+            assert backend.is_device_array(d)
+            np.testing.assert_allclose(backend.to_host(d), h, rtol=1e-5, atol=1e-6)
+
+
+__all__ = ["check_op", "check_vjp", "same_on_gpu", "run_ort", "our_forward", "rand", "ints", "onnx"]

@@ -151,9 +151,6 @@ GPU_CASES = [
 @pytest.mark.gpu
 @pytest.mark.parametrize("op_type,inputs,attrs,opset", GPU_CASES)
 def test_on_gpu(op_type, inputs, attrs, opset):
-    from onnxattr import backend
-    from test_ops_shape import same_on_gpu
+    from optest import same_on_gpu
 
-    if not backend.gpu_available():
-        pytest.skip("needs CuPy and a usable NVIDIA GPU")
     same_on_gpu(op_type, inputs, attrs, opset)
