@@ -1,0 +1,300 @@
+"""Benchmark: onnxattr's forward pass and attributions against onnxruntime's forward pass.
+
+In one run and on the same input it times onnxruntime's forward, ours, and the methods
+``gradient``, ``lrp.epsilon_plus_flat``, ``guided_backprop`` and ``integrated_gradients``; with
+torch and captum installed (the ``bench`` extra) also Captum's Saliency and IntegratedGradients on
+the same network in PyTorch. Each measurement is repeated after one warm-up, the repetitions
+interleaved (round-robin) so that a noisy machine slows all of them alike; the table gives medians
+and each median's ratio to onnxruntime's forward. Peak memory is measured in a fresh subprocess per
+measurement (VmHWM above the resident size after loading, so BLAS and onnxruntime allocations
+count).
+
+The models: a ResNet-18-shaped network (``tools/resnet18.py``, built with onnx.helper from seeded
+random weights) at batch 8, and onnx's light ResNet-50 test model with random weights (its batch
+is fixed to 1). Zennit is not measured: its ResNet canonizer needs torchvision, which has no CPU
+build here.
+
+    python tools/bench.py                          # the full run of BENCHMARKS.md
+    python tools/bench.py --models resnet18 --repeats 3 --no-captum
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+THREADS = 2
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, str(THREADS))
+
+import numpy as np  # noqa: E402  (after the thread settings)
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests")]
+
+import onnxattr  # noqa: E402
+import resnet18  # noqa: E402
+from zoo import light_model, ort_run, randomized  # noqa: E402  (tests/zoo.py)
+
+ort.set_default_logger_severity(3)  # no warnings about the zoo model's unused shape initializers
+
+METHODS = {
+    "gradient": {},
+    "lrp.epsilon_plus_flat": {},
+    "guided_backprop": {},
+    "integrated_gradients": {"steps": 32},
+}
+
+
+@dataclass
+class Case:
+    """One benchmarked network: its ONNX file, an input batch, and (if torch is here) the same
+    network in PyTorch."""
+
+    name: str
+    path: pathlib.Path
+    x: np.ndarray
+    torch_model: Any = None
+
+
+def make_cases(names: list[str], batch: int, size: int, width: int, tmp: pathlib.Path,
+               with_torch: bool) -> list[Case]:
+    rng = np.random.default_rng(0)
+    cases = []
+    for name in names:
+        if name == "resnet18":
+            w = resnet18.weights(seed=0, widths=tuple(width * 2**i for i in range(4)))
+            proto = resnet18.onnx_model(w, size=size)
+            x = rng.uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
+            net = resnet18.torch_model(w) if with_torch else None
+        elif name == "resnet50":
+            proto = randomized(light_model("resnet50"), seed=0)
+            proto.ir_version = max(proto.ir_version, 4)  # IR 3 wants initializers among the inputs
+            x = rng.uniform(0, 1, (1, 3, 224, 224)).astype(np.float32)  # the graph fixes batch 1
+            net = None
+        else:
+            raise SystemExit(f"unknown model {name!r}; choose resnet18 or resnet50")
+        path = tmp / f"{name}.onnx"
+        onnx.save(proto, path)
+        cases.append(Case(name, path, x, net))
+    return cases
+
+
+def ort_session(path: pathlib.Path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = THREADS
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def jobs_for(case: Case, steps: int) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
+    """The timed callables of one case, and the checks of agreement (text per row)."""
+    sess = ort_session(case.path)
+    inp = sess.get_inputs()[0].name
+    x = case.x
+    logits = sess.run(None, {inp: x})[0]
+    target = logits.reshape(len(x), -1).argmax(axis=1)
+    model = onnxattr.load(str(case.path))
+    opts = {m: dict(o) for m, o in METHODS.items()}
+    opts["integrated_gradients"]["steps"] = steps
+    jobs: dict[str, Callable[[], Any]] = {
+        "onnxruntime forward": lambda: sess.run(None, {inp: x}),
+        "onnxattr forward": lambda: model(x),
+    }
+    for m, o in opts.items():
+        jobs[m] = lambda m=m, o=o: onnxattr.attribute(model, x, target=target, method=m, **o)
+    (explained,) = ort_run(  # the tensor we explain (before a final Softmax)
+        onnx.load(case.path), x, [model.output_name])
+    checks = {"onnxattr forward": f"max rel. diff to onnxruntime {_rel(model(x), explained):.1e}"}
+    if case.torch_model is not None:
+        import torch
+        from captum.attr import IntegratedGradients, Saliency
+
+        warnings.filterwarnings("ignore", message=".*did not already require gradients", category=UserWarning)
+        net = case.torch_model
+        tx = torch.from_numpy(x)
+        tt = torch.from_numpy(target)
+        saliency, ig = Saliency(net), IntegratedGradients(net)
+        batch = 64 // len(x) * len(x)  # the same points per pass as ours (batch_size=64)
+        jobs["Captum Saliency"] = lambda: saliency.attribute(tx, target=tt, abs=False)
+        jobs["Captum IntegratedGradients"] = lambda: ig.attribute(
+            tx, target=tt, n_steps=steps, method="riemann_trapezoid", internal_batch_size=batch)
+        ours = onnxattr.attribute(model, x, target=target, method="gradient")
+        checks["gradient"] = f"max rel. diff to Captum {_rel(ours, jobs['Captum Saliency']().numpy()):.1e}"
+        ours = onnxattr.attribute(model, x, target=target, method="integrated_gradients", steps=steps)
+        checks["integrated_gradients"] = (
+            f"max rel. diff to Captum {_rel(ours, jobs['Captum IntegratedGradients']().detach().numpy()):.1e}")
+    return jobs, checks
+
+
+def _rel(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-12))
+
+
+def time_jobs(jobs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Wall-clock seconds of ``repeats`` calls of each job after one warm-up, interleaved."""
+    for f in jobs.values():
+        f()
+    times: dict[str, list[float]] = {k: [] for k in jobs}
+    for _ in range(repeats):
+        for k, f in jobs.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return times
+
+
+# ---- peak memory, one fresh subprocess per measurement ----------------------------------------
+
+def _status(field: str) -> int:
+    """A field of /proc/self/status in bytes (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_child(path: str, what: str, batch: int, size: int) -> dict[str, int]:
+    """In this process: load the model, then run ``what`` once; the resident size after loading
+    and the peak above it (the high-water mark is reset after loading)."""
+    x = np.random.default_rng(0).uniform(0, 1, (batch, 3, size, size)).astype(np.float32)
+    if what == "onnxruntime forward":
+        sess = ort_session(pathlib.Path(path))
+        run = lambda: sess.run(None, {sess.get_inputs()[0].name: x})  # noqa: E731
+    elif what == "Captum Saliency":
+        import torch
+        from captum.attr import Saliency
+
+        torch.set_num_threads(THREADS)
+        sal = Saliency(resnet18.torch_model(resnet18.weights(seed=0)))
+        run = lambda: sal.attribute(torch.from_numpy(x), target=0, abs=False)  # noqa: E731
+    else:
+        model = onnxattr.load(path)
+        run = (lambda: model(x)) if what == "onnxattr forward" else (
+            lambda: onnxattr.attribute(model, x, target=0, method=what))
+    base = _status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current resident size
+    run()
+    return {"base": base, "peak": _status("VmHWM") - base}
+
+
+def peak(path: pathlib.Path, what: str, batch: int, size: int) -> dict[str, int] | None:
+    cmd = [sys.executable, __file__, "--peak-child", str(path), what, str(batch), str(size)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        print(f"peak memory of {what!r} failed:\n{out.stderr}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    blas = "unknown BLAS"
+    try:
+        cfg = np.show_config(mode="dicts")
+        b = cfg["Build Dependencies"]["blas"]
+        blas = f"{b.get('name')} {b.get('version')}"
+    except Exception:  # the config layout differs between numpy versions
+        pass
+    parts = [f"{cpu}, {os.cpu_count()} cores visible, {THREADS} threads used",
+             f"Python {platform.python_version()}, numpy {np.__version__} ({blas}), onnxruntime {ort.__version__}"]
+    try:
+        import captum
+        import torch
+
+        parts.append(f"torch {torch.__version__}, captum {captum.__version__}")
+    except ImportError:
+        parts.append("torch/captum not installed")
+    return "; ".join(parts)
+
+
+def table(case: Case, times: dict[str, list[float]], checks: dict[str, str]) -> str:
+    base = statistics.median(times["onnxruntime forward"])
+    rows = [f"### {case.name}, batch {case.x.shape[0]}, {case.x.shape[2]}x{case.x.shape[3]}", "",
+            "| what | median (s) | ratio to onnxruntime forward | check |", "|---|---:|---:|---|"]
+    for k, ts in times.items():
+        med = statistics.median(ts)
+        rows.append(f"| {k} | {med:.4g} | {med / base:.2f}x | {checks.get(k, '')} |")
+    if case.torch_model is not None:
+        rows.append("| Zennit EpsilonPlusFlat | - | - | skipped: needs torchvision (no CPU build here) |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="resnet18,resnet50", help="comma-separated: resnet18, resnet50")
+    p.add_argument("--batch", type=int, default=8, help="batch of the ResNet-18 (ResNet-50 fixes 1)")
+    p.add_argument("--size", type=int, default=224, help="image size of the ResNet-18")
+    p.add_argument("--width", type=int, default=64, help="channels of the ResNet-18's first stage")
+    p.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions after a warm-up")
+    p.add_argument("--no-captum", action="store_true", help="skip Captum even if it is installed")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--peak-child", nargs=4, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.peak_child:
+        path, what, batch, size = a.peak_child
+        print(json.dumps(peak_child(path, what, int(batch), int(size))))
+        return ""
+    with_torch = not a.no_captum
+    if with_torch:
+        try:
+            import captum  # noqa: F401
+            import torch
+
+            torch.set_num_threads(THREADS)
+        except ImportError:
+            with_torch = False
+    command = " ".join(["python tools/bench.py"] + (sys.argv[1:] if argv is None else argv))
+    out = [f"Machine: {machine()}", "", f"Command: `{command}`"]
+    print("\n".join(out), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = make_cases(a.models.split(","), a.batch, a.size, a.width, pathlib.Path(tmp), with_torch)
+        for case in cases:
+            jobs, checks = jobs_for(case, a.steps)
+            times = time_jobs(jobs, a.repeats)
+            out += ["", table(case, times, checks)]
+            print(out[-1], flush=True)
+        if not a.no_memory and cases and cases[0].name == "resnet18" and a.width == 64:
+            case = cases[0]
+            n, s = case.x.shape[0], case.x.shape[2]
+            whats = ["onnxruntime forward", "onnxattr forward", "gradient", "lrp.epsilon_plus_flat"]
+            whats += ["Captum Saliency"] if with_torch else []
+            rows = ["", f"### Peak memory, {case.name} batch {n} (above the resident size after loading)", "",
+                    "| what | peak (MB) | ratio to onnxruntime forward | resident after loading (MB) |",
+                    "|---|---:|---:|---:|"]
+            peaks = {w: peak(case.path, w, n, s) for w in whats}
+            ref = (peaks["onnxruntime forward"] or {}).get("peak")
+            for w, r in peaks.items():
+                if r is None:
+                    continue
+                ratio = f"{r['peak'] / ref:.2f}x" if ref else "-"
+                rows.append(f"| {w} | {r['peak'] / 2**20:.0f} | {ratio} | {r['base'] / 2**20:.0f} |")
+            out.append("\n".join(rows))
+            print(out[-1], flush=True)
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
