@@ -50,7 +50,7 @@ class BasicRule(Rule):
 
     @property
     def needs_outputs(self) -> bool:  # type: ignore[override]
-        """The unmodified term reuses the forward pass's output."""
+        """The unmodified term reuses the forward pass's output (and vjp context)."""
         return any(m is unchanged for m in self.modifiers())
 
     def modifiers(self) -> Sequence[Modifier]:
@@ -338,6 +338,9 @@ class Norm(Epsilon):
     """R_i = x_i (d z / d x_i)^T R / (z + eps sign z): the proportional split at Add, Sum and
     average pooling (Zennit's Norm rule): the epsilon formula on an op without parameters.
     Conservative for any op that is linear in its inputs."""
+
+    #: an Add or a pooling is cheaper to evaluate again than its output is to keep
+    needs_outputs = False
 
 
 class Pass(Rule):
