@@ -16,6 +16,7 @@ build here.
 
     python tools/bench.py                          # the full run of BENCHMARKS.md
     python tools/bench.py --models resnet18 --repeats 3 --no-captum
+    BENCH_THREADS=1 python tools/bench.py           # everything on one core
 """
 from __future__ import annotations
 
@@ -33,9 +34,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
-THREADS = 2
+#: threads of onnxruntime, numpy's BLAS and torch (the issue's machine has 2 cores); set
+#: BENCH_THREADS=1 to compare the kernels on one core, which a busy machine disturbs less
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, str(THREADS))
+    os.environ[_var] = str(THREADS)
 
 import numpy as np  # noqa: E402  (after the thread settings)
 import onnx  # noqa: E402
@@ -232,12 +235,12 @@ def machine() -> str:
 def table(case: Case, times: dict[str, list[float]], checks: dict[str, str]) -> str:
     base = statistics.median(times["onnxruntime forward"])
     rows = [f"### {case.name}, batch {case.x.shape[0]}, {case.x.shape[2]}x{case.x.shape[3]}", "",
-            "| what | median (s) | ratio to onnxruntime forward | check |", "|---|---:|---:|---|"]
+            "| what | median (s) | ratio to onnxruntime forward | fastest (s) | check |", "|---|---:|---:|---:|---|"]
     for k, ts in times.items():
         med = statistics.median(ts)
-        rows.append(f"| {k} | {med:.4g} | {med / base:.2f}x | {checks.get(k, '')} |")
+        rows.append(f"| {k} | {med:.4g} | {med / base:.2f}x | {min(ts):.4g} | {checks.get(k, '')} |")
     if case.torch_model is not None:
-        rows.append("| Zennit EpsilonPlusFlat | - | - | skipped: needs torchvision (no CPU build here) |")
+        rows.append("| Zennit EpsilonPlusFlat | - | - | - | skipped: needs torchvision (no CPU build here) |")
     return "\n".join(rows)
 
 
@@ -266,7 +269,8 @@ def main(argv: list[str] | None = None) -> str:
             torch.set_num_threads(THREADS)
         except ImportError:
             with_torch = False
-    command = " ".join(["python tools/bench.py"] + (sys.argv[1:] if argv is None else argv))
+    env = "" if THREADS == 2 else f"BENCH_THREADS={THREADS} "
+    command = " ".join([env + "python tools/bench.py"] + (sys.argv[1:] if argv is None else argv))
     out = [f"Machine: {machine()}", "", f"Command: `{command}`"]
     print("\n".join(out), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
