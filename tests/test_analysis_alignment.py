@@ -106,12 +106,28 @@ def test_csc_injected_inside_a_cnn():
     x = np.random.default_rng(1).uniform(0, 1, (3, 3, 16, 16)).astype(np.float32)
     c = cosine_similarity_convergence(m, x, "input_x_gradient", layer="conv2", n=3)
     assert c.layers == ["x", "conv1", "relu1", "conv2"]
-    np.testing.assert_array_equal(c.dims, [768, 2048, 2048, 1024])
+    np.testing.assert_array_equal(c.dims, [3, 8, 8, 16])  # channels, compared at each position
     assert c.values.shape == (4, 3, 3) and np.all(c.values <= 1)
     full = cosine_similarity_convergence(m, x, "gradient", n=2)  # default: the output layer
     assert full.layers[-1] == "conv3"
     # the loaded model is untouched: still the full graph
     assert m.output_name == "y" and len(m.graph.nodes) == 5
+
+
+def test_csc_compares_channels_at_each_position():
+    """Sixt et al.: |cos| across channels per spatial position. Two maps whose channel vectors are
+    parallel at every position but scaled differently in space have CSC 1, though their
+    flattened cosine is far from 1."""
+    from onnxattr.analysis.alignment import channel_cosines
+
+    rng = np.random.default_rng(0)
+    direction = rng.standard_normal((2, 5, 1, 1))
+    a = direction * rng.uniform(0.1, 1, (2, 1, 4, 4))
+    b = -direction * rng.uniform(0.1, 1, (2, 1, 4, 4)) ** 4
+    np.testing.assert_allclose(channel_cosines(a, b), 1.0)
+    flat = np.abs((a * b).reshape(2, -1).sum(1)) / (np.linalg.norm(a.reshape(2, -1), axis=1) * np.linalg.norm(b.reshape(2, -1), axis=1))
+    assert flat.max() < 0.95
+    np.testing.assert_allclose(channel_cosines(np.moveaxis(a, 1, 3), np.moveaxis(b, 1, 3), axis=3), 1.0)
 
 
 def test_csc_options_are_checked():

@@ -30,6 +30,7 @@ import numpy as np
 from .. import backend, engine
 from ..errors import InputError, OptionError
 from ..graph import LayerGraph, Node
+from ..layout import infer_layout
 from ..methods.registry import METHODS, Backprop, lookup, resolve_options
 from ..model import Model
 from .similarity import cosine
@@ -150,6 +151,17 @@ def truncated(model: Model, tensor: str) -> Model:
     return sub
 
 
+def channel_cosines(a: np.ndarray, b: np.ndarray, axis: int = 1) -> np.ndarray:
+    """|cos| between ``a`` and ``b`` across ``axis`` at every other position: (N, positions);
+    NaN where either vector is zero."""
+    a = np.moveaxis(a, axis, -1).reshape(a.shape[0], -1, a.shape[axis])
+    b = np.moveaxis(b, axis, -1).reshape(b.shape[0], -1, b.shape[axis])
+    num = np.abs((a * b).sum(-1))
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
 def random_cosine_median(d: int, draws: int = 100_000, seed: int = 0) -> float:
     """Median of |cos(u, v)| for independent isotropic random u, v in R^d.
 
@@ -169,10 +181,11 @@ def _nanmedian(a: np.ndarray) -> float:
 @dataclass
 class Convergence:
     """CSC per layer, from the input up to the layer where relevance was injected: ``layers``
-    (the input's name first), ``tensors``, ``dims`` (L,) scalars per sample, ``values`` (L, P, N)
-    |cos| per pair of injected vectors and sample, ``median`` (L,) over pairs and samples (NaNs
-    skipped), and ``baseline`` (L,) the median |cos| of two independent random vectors of that
-    dimension (:func:`random_cosine_median`)."""
+    (the input's name first), ``tensors``, ``dims`` (L,) the channels compared at each position,
+    ``values`` (L, P, N) the median over positions of |cos| per pair of injected vectors and
+    sample, ``median`` (L,) over pairs, samples and positions (NaNs skipped), and ``baseline``
+    (L,) the median |cos| of two independent random vectors of ``dims`` entries
+    (:func:`random_cosine_median`)."""
 
     layers: list[str]
     tensors: list[str]
@@ -189,14 +202,16 @@ def cosine_similarity_convergence(model: Model, x: np.ndarray, method: str = "gr
     ``n`` random relevance vectors r_1..r_n ~ N(0, I), drawn independently for every sample, are
     injected at the output of ``layer`` and propagated down with ``method``'s rules (the model is
     cut at that tensor; the rules are assigned on the cut model). At every layer below (and at the
-    input, and the injected layer itself as a check), with R_k the relevance r_k has become:
+    input, and the injected layer itself as a check), with R_k the relevance r_k has become, and
+    as Sixt et al.'s code: the cosine at each spatial position across the channels,
 
-        CSC_l = median over pairs k < k' and samples of |cos(R_k, R_k')|  (flattened per sample).
+        CSC_l = median over pairs k < k', samples and positions p of |cos(R_k[:, p], R_k'[:, p])|
 
-    A method whose relevance no longer depends on what was injected converges to 1 (Sixt et al.
-    find this for most modified-BP rules, e.g. z+ and Guided Backprop on deep nets); the gradient
-    stays near the baseline, the median |cos| of two independent random vectors of the same
-    dimension (about 0.674 / sqrt(d)).
+    (channels on axis 1, or last for an NHWC model's input; a dense layer has one position).
+    A method whose backward chain has collapsed to rank one converges to 1 (Sixt et al. find this
+    for most modified-BP rules, e.g. z+ and Guided Backprop on deep nets); the gradient stays near
+    the baseline, the median |cos| of two independent random vectors with as many entries as
+    channels (about 0.674 / sqrt(C)).
 
     Args:
         model, x: the model and a float32 batch.
@@ -238,12 +253,21 @@ def cosine_similarity_convergence(model: Model, x: np.ndarray, method: str = "gr
     pairs = list(itertools.combinations(range(n), 2))
     values = np.full((len(tensors), len(pairs), x.shape[0]), np.nan)
     dims = np.zeros(len(tensors), dtype=np.int64)
+    median = np.full(len(tensors), np.nan)
+    input_nhwc = x.ndim == 4 and infer_layout(x.shape) == "NHWC"
     for li, t in enumerate(tensors):
         shape = next((r[t].shape for r in rel if r[t] is not None), None)
-        dims[li] = int(np.prod(shape[1:])) if shape is not None else 0
+        if shape is None:
+            continue
+        axis = 3 if (t == sub.input_name and input_nhwc) else 1
+        dims[li] = shape[axis] if len(shape) > 1 else 1
+        every = []
         for pi, (a, b) in enumerate(pairs):
             if rel[a][t] is not None and rel[b][t] is not None:
-                values[li, pi] = np.abs(cosine(rel[a][t], rel[b][t]))
-    median = np.array([_nanmedian(v) for v in values])
+                cos = channel_cosines(rel[a][t], rel[b][t], axis)
+                values[li, pi] = np.nanmedian(np.where(np.isnan(cos), np.nan, cos), axis=1) if cos.size else np.nan
+                every.append(cos)
+        if every:
+            median[li] = _nanmedian(np.concatenate([c.reshape(-1) for c in every]))
     baseline = np.array([random_cosine_median(int(d)) if d else np.nan for d in dims])
     return Convergence(layers, tensors, dims, values, median, baseline)
