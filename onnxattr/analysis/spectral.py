@@ -117,7 +117,7 @@ def _score(model: Model, x: np.ndarray, attr: np.ndarray, target: Any, metric: s
     if metric == "mu_fidelity":
         return float(faithfulness.nanmean(faithfulness.mu_fidelity(model, x, attr, target, **options)))
     fn = faithfulness.deletion if metric == "deletion" else faithfulness.insertion
-    return fn(model, x, attr, target, **options).mean
+    return float(faithfulness.nanmean(fn(model, x, attr, target, **options).raw_auc))
 
 
 def select_cutoff(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None,
@@ -127,7 +127,10 @@ def select_cutoff(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = N
     """FORGrad (Muzellec et al. 2024): the low-pass cutoff that makes the maps most faithful.
 
     For each cutoff c, the maps are filtered with :func:`lowpass` and scored with ``metric``:
-    "deletion" (mean normalised AUC, lower is better), "insertion" (higher is better) or
+    "deletion" (mean raw AUC of the score curve, ``Curve.raw_auc``, lower is better; the raw
+    area as RISE and FORGrad use it, since the normalised one divides by f(x) - f(baseline),
+    which is near 0 where the baseline input already scores like x), "insertion" (the same,
+    higher is better) or
     "mu_fidelity" (mean over inputs, higher is better); ``metric_options`` go to that function
     (``steps``, ``baseline``, ``output``, ``runtime``, ``batch_size``, ``subset_size``, ...).
     ``x``/``attr`` are data held out from the model's training. With ``holdout`` in (0, 1), that
