@@ -274,6 +274,85 @@ def test_percentile_ranks_are_numpys():
             assert lo == hi and t == 0 and a[lo] == np.percentile(a, q, method="nearest"), (n, q)
 
 
+# ---- the ops call the kernels with the right layouts ----------------------------------------
+
+@pytest.fixture
+def reference_kernels(monkeypatch):
+    """The CUDA kernels that Conv and MaxPool call, replaced by their NumPy references; returns
+    the names of the kernels called. So the ops' kernel branches run on NumPy arrays and their
+    calls (layouts, shapes, index types) are checked here; the kernels are checked against the
+    references on a GPU (tests/test_gpu.py)."""
+    from onnxattr.kernels import pool, window
+
+    def geometry(win):
+        return win.kernel, win.strides, win.dilations, win.pads_begin
+
+    calls = []
+
+    def record(name, f):
+        def run(*args, **kwargs):
+            calls.append(name)
+            return f(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(window, "im2col", record("im2col", lambda x, win, fill=0.0, images_last=False: ref.im2col(
+        x, *geometry(win), win.out, fill, images_last)))
+    monkeypatch.setattr(window, "col2im", record("col2im", lambda cols, shape, win, images_last=False: ref.col2im(
+        cols, shape, *geometry(win), images_last)))
+    monkeypatch.setattr(pool, "maxpool2d", record("maxpool2d", lambda x, win, index: ref.maxpool2d(
+        x, *geometry(win), win.out, index)))
+    monkeypatch.setattr(pool, "maxpool2d_vjp", record("maxpool2d_vjp", lambda g, idx, shape, win: ref.maxpool2d_vjp(
+        g, idx, shape, *geometry(win))))
+    return calls
+
+
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},  # stride 1: the vjp is a correlation again
+    {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 2], "group": 2},  # the vjp is col2im
+    {"kernel_shape": [1, 2], "strides": [2, 1], "dilations": [1, 2]},
+])
+def forward_and_vjp(op, module, kernels, *inputs):
+    """The op's output and input cotangent (for a seeded random cotangent), with ``use_kernels``
+    as ``kernels`` says."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module, "use_kernels", lambda a: kernels)
+        (y,), ctx = op.forward(*inputs)
+        g = np.random.default_rng(7).standard_normal(y.shape).astype(y.dtype)
+        return y, op.vjp(ctx, [g], [True] + [False] * (len(inputs) - 1))[0]
+
+
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},  # stride 1: the vjp is a correlation again
+    {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 2], "group": 2},  # the vjp is col2im
+    {"kernel_shape": [1, 2], "strides": [2, 1], "dilations": [1, 2]},
+])
+def test_conv_through_the_kernels_equals_numpy(reference_kernels, attrs):
+    from onnxattr.ops import linear
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((6, 4 // attrs.get("group", 1)) + tuple(attrs["kernel_shape"])).astype(np.float32)
+    op = make_op("Conv", attrs, 17, "conv")
+    y, dx = forward_and_vjp(op, linear, True, x, w)
+    assert reference_kernels == ["im2col"] + (["col2im"] if "strides" in attrs else ["im2col"])
+    want_y, want_dx = forward_and_vjp(op, linear, False, x, w)
+    np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=1e-5)
+
+
+def test_maxpool_through_the_kernel_equals_numpy(reference_kernels):
+    from onnxattr.ops import pool
+
+    op = make_op("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, 17, "pool")
+    x = np.random.default_rng(6).standard_normal((2, 3, 9, 8)).astype(np.float32)
+    x[:, :, :4, :4] = 0.5  # ties: the first maximum wins in both
+    y, dx = forward_and_vjp(op, pool, True, x)
+    assert reference_kernels == ["maxpool2d", "maxpool2d_vjp"]
+    want_y, want_dx = forward_and_vjp(op, pool, False, x)
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(dx, want_dx)
+
+
 # ---- the CUDA sources compile (nvcc, no GPU needed) -----------------------------------------
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")

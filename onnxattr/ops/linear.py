@@ -8,13 +8,16 @@ each product is large enough for BLAS and each copy small enough to stay in cach
 convolution of one image multiplies the input itself. Its adjoint (:func:`correlate_transpose`,
 Conv's vjp and ConvTranspose's forward) is, for stride 1, the correlation with the flipped
 kernel; for larger strides, the transposed product followed by col2im (``Window.scatter_add``).
+On the GPU, 2-D im2col and col2im are CUDA kernels (:mod:`onnxattr.kernels.window`) that pad and
+crop as they copy.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Sequence
 
-from ..backend import array_module
+from ..backend import array_module, use_kernels
+from ..kernels import window as cuda_window
 from .base import Array, Grads, Op, unbroadcast
 from .window import Window, batches, resolve
 
@@ -67,11 +70,16 @@ def correlate(x: Array, w: Array, win: Window, groups: int, bias: Array | None =
     dtype = xp.result_type(x.dtype, w.dtype)
     y = xp.empty((n, o, p), dtype=dtype)
     b = None if bias is None else bias.reshape(o, 1)
-    windows = win.view(win.pad(x, 0.0))  # (N, C, *kernel, *out), no copy
+    cuda = use_kernels(x) and cuda_window.supported(x, win)
+    windows = None if cuda else win.view(win.pad(x, 0.0))  # (N, C, *kernel, *out), no copy
     images_last = (1,) + tuple(range(2, 2 + nd)) + (0,) + tuple(range(2 + nd, 2 + 2 * nd))
     for start, stop in batches(xp, n, wm.shape[0] * wm.shape[2] * p * x.itemsize):
         m = stop - start
-        cols = windows[start:stop].transpose(images_last).reshape(groups, -1, m * p)  # im2col
+        if cuda:
+            cols = cuda_window.im2col(x[start:stop], win, images_last=True)
+        else:
+            cols = windows[start:stop].transpose(images_last)
+        cols = cols.reshape(groups, -1, m * p)  # im2col: (G, C/G*K, images*P)
         if m == 1:
             xp.matmul(wm, cols, out=y[start].reshape(groups, o // groups, p))
             if b is not None:
@@ -104,13 +112,19 @@ def correlate_transpose(g: Array, w: Array, win: Window, groups: int, spatial: S
         return correlate(g, wf, full, groups)
     p = math.prod(win.out)
     wt = w.reshape(groups, o // groups, -1).transpose(0, 2, 1)  # (G, C/G*K, O/G)
-    dx = xp.zeros(win.padded_shape((n, c) + tuple(spatial)), dtype=xp.result_type(g.dtype, w.dtype))
+    dtype = xp.result_type(g.dtype, w.dtype)
+    cuda = use_kernels(g) and cuda_window.supported(g, win)
+    shape = (n, c) + tuple(spatial)
+    dx = xp.empty(shape, dtype=dtype) if cuda else xp.zeros(win.padded_shape(shape), dtype=dtype)
     for start, stop in batches(xp, n, wt.shape[0] * wt.shape[1] * p * g.itemsize):
         m = stop - start
         gm = g[start:stop].reshape(m, groups, o // groups, p).transpose(1, 2, 0, 3).reshape(groups, o // groups, m * p)
-        cols = xp.matmul(wt, gm).reshape((c,) + kernel + (m,) + win.out)
-        win.scatter_add(xp.moveaxis(cols, 1 + nd, 0), dx[start:stop])  # col2im
-    return win.crop(dx)
+        cols = xp.matmul(wt, gm).reshape((c,) + kernel + (m,) + win.out)  # (C, *kernel, images, *out)
+        if cuda:
+            dx[start:stop] = cuda_window.col2im(cols, (m,) + shape[1:], win, images_last=True)
+        else:
+            win.scatter_add(xp.moveaxis(cols, 1 + nd, 0), dx[start:stop])  # col2im
+    return dx if cuda else win.crop(dx)
 
 
 class Gemm(Op):

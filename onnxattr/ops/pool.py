@@ -5,8 +5,9 @@ The windows come from :mod:`.window` (the geometry Conv uses). Pooling loops ove
 offsets only: each offset is one strided slice of the padded input, so a pass costs
 prod(kernel) vectorised operations on (N, C, *out) arrays. MaxPool's forward is one in-place
 maximum per offset; its vjp finds the winning offset of every window again (the first maximum in
-raster order, as PyTorch and onnxruntime pick it) and routes the whole cotangent there.
-AveragePool divides by the number of cells each window counts.
+raster order, as PyTorch and onnxruntime pick it) and routes the whole cotangent there; on the
+GPU a CUDA kernel (:mod:`onnxattr.kernels.pool`) keeps each window's argmax instead, and its vjp
+scatters through it. AveragePool divides by the number of cells each window counts.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..backend import array_module
+from ..backend import array_module, use_kernels
+from ..kernels import pool as cuda_pool
 from .base import Array, Grads, Op
 from .window import PLANE_CHUNK_BYTES, Window, batches, resolve
 
@@ -92,6 +94,10 @@ class MaxPool(_Pool):
     def forward(self, x: Array) -> tuple[tuple[Array], tuple]:
         xp = array_module(x)
         win = self.window(x)
+        index = np.uint8 if math.prod(self.kernel) <= 256 else np.int32
+        if use_kernels(x) and cuda_pool.supported(x, win, index):
+            y, argmax = cuda_pool.maxpool2d(x, win, index)
+            return (y,), (x.shape, argmax, win)
         y = xp.full(tuple(x.shape[:2]) + win.out, _lowest(x.dtype), dtype=x.dtype)
         offsets = list(win.clipped_offsets(x.shape[2:]))
         for xs, ys in _plane_chunks(x, y):
@@ -100,6 +106,9 @@ class MaxPool(_Pool):
         return (y,), (x, y, win)
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
+        if isinstance(ctx[0], tuple):  # the kernel's forward: (input shape, argmax, window)
+            shape, argmax, win = ctx
+            return [cuda_pool.maxpool2d_vjp(grads[0], argmax, shape, win)]
         x, y, win = ctx
         xp = array_module(x)
         dx = xp.zeros(x.shape, dtype=grads[0].dtype)
