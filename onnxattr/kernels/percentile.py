@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .cuda import THREADS, blocks, kernel, launch, register
+from .cuda import THREADS, kernel, launch, register
 
 _KEYS = r"""
 __device__ __forceinline__ unsigned int to_key(float v) {
