@@ -9,6 +9,7 @@ batch that runs out of memory is cut in halves and retried, down to one sample
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -22,6 +23,14 @@ from .graph import LayerGraph, build, read_model
 from .ops.base import Array
 
 R = TypeVar("R")
+
+#: Methods that put many inputs through the model (Integrated Gradients, SmoothGrad, Occlusion)
+#: send, by default, at most this many per pass, ...
+MAX_PASS = 64
+#: ... and on the CPU only as many as keep every activation of a pass within this size: glibc
+#: serves larger blocks with fresh memory maps, faulted in page by page on every pass (measured:
+#: Integrated Gradients on a ResNet-18 at 224x224 ran 20% slower at 64 inputs per pass than at 8).
+PASS_BYTES = 32 << 20
 
 
 class Model:
@@ -58,6 +67,17 @@ class Model:
         """The batch size the graph fixes, if its first input dimension is a number."""
         shape = self.input_shape
         return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+
+    def pass_size(self, x: Array) -> int:
+        """How many inputs like ``x``'s rows a pass takes when the user leaves it open: MAX_PASS on
+        a GPU; on the CPU as many as keep the largest activation (by the inferred shapes, at
+        least the input itself) within PASS_BYTES, between 1 and MAX_PASS."""
+        if self.device == "cuda":
+            return MAX_PASS
+        sizes = [math.prod(s[1:]) for s in self.graph.shapes.values()
+                 if len(s) > 1 and all(isinstance(d, int) for d in s[1:])]
+        largest = max(sizes + [math.prod(x.shape[1:])]) * x.itemsize
+        return max(1, min(MAX_PASS, PASS_BYTES // max(largest, 1)))
 
     def __repr__(self) -> str:
         return (

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import onnxattr
+from onnxattr import OptionError
 from onnxattr.methods.gradients import path_points
 from oracles import MODELS, oracle, rel_l2
 
@@ -80,6 +81,31 @@ def test_integrated_gradients_batch_size_does_not_change_result():
     a = onnxattr.attribute(model, x, t, "integrated_gradients", batch_size=3)
     b = onnxattr.attribute(model, x, t, "integrated_gradients", batch_size=1000)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    c = onnxattr.attribute(model, x, t, "integrated_gradients")  # batch_size=None: the model's choice
+    np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-7)
+
+
+def test_pass_size_keeps_activations_within_the_budget(monkeypatch):
+    from onnxattr import model as model_module
+
+    path, ref = oracle("cnn_bn")
+    model = onnxattr.load(path)
+    x = ref["input"]
+    largest = max(np.prod(s[1:]) for s in model.graph.shapes.values() if len(s) > 1) * 4
+    assert model.pass_size(x) == model_module.MAX_PASS  # small activations: the cap
+    monkeypatch.setattr(model_module, "PASS_BYTES", int(largest * 3.5))
+    assert model.pass_size(x) == 3
+    monkeypatch.setattr(model_module, "PASS_BYTES", 1)
+    assert model.pass_size(x) == 1
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "smoothgrad", "occlusion"])
+@pytest.mark.parametrize("bad", [0, -2, 2.5, "8", True])
+def test_bad_batch_size_is_named(method, bad):
+    path, ref = oracle("mlp")
+    model = onnxattr.load(path)
+    with pytest.raises(OptionError, match="batch_size must be a positive int or None"):
+        onnxattr.attribute(model, ref["input"], ref["target"], method, batch_size=bad)
 
 
 def test_smoothgrad_zero_noise_is_gradient_and_seeded():

@@ -14,7 +14,17 @@ from ..model import Model
 from ..ops.base import Array
 from .registry import Backprop, Option, register
 
-BATCH_SIZE = Option(64, "largest number of inputs per forward/backward pass")
+BATCH_SIZE = Option(None, "largest number of inputs per forward/backward pass; None: up to 64, as "
+                         "many as keep each activation within 32 MiB on the CPU (Model.pass_size)")
+
+
+def pass_batch(model: Model, x: Array, batch_size: int | None) -> int:
+    """The ``batch_size`` option checked, or the model's choice where it is None."""
+    if batch_size is None:
+        return model.pass_size(x)
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise OptionError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    return int(batch_size)
 
 
 EXACT = Backprop(rule_for=None, seed="one")
@@ -111,8 +121,6 @@ def baseline_array(model: Model, x: Array, baseline: Any) -> Array:
 
 def batched_gradients(model: Model, inputs: Array, target: np.ndarray, batch_size: int) -> Array:
     """Gradients of a long stack of inputs (targets given per row), ``batch_size`` at a time."""
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise OptionError(f"batch_size must be a positive int, got {batch_size!r}")
     parts = [
         gradient_of(model, inputs[i : i + batch_size], target[i : i + batch_size])
         for i in range(0, inputs.shape[0], batch_size)
@@ -130,13 +138,14 @@ def batched_gradients(model: Model, inputs: Array, target: np.ndarray, batch_siz
     batch_size=BATCH_SIZE,
 )
 def integrated_gradients(model: Model, x: Array, target: np.ndarray | None, baseline: Any,
-                         steps: int, integration: str, batch_size: int) -> Array:
+                         steps: int, integration: str, batch_size: int | None) -> Array:
     """Integrated Gradients: R = (x - b) * sum_k w_k d f_t(b + alpha_k (x - b)) / dx.
 
     Sundararajan, Taly & Yan 2017, "Axiomatic attribution for deep networks". Points and weights
     follow Captum's quadrature rules, so results match ``captum.attr.IntegratedGradients``.
     """
     xp = model.xp
+    batch_size = pass_batch(model, x, batch_size)
     b = baseline_array(model, x, baseline)
     t = target_at(model, x, target)
     alphas, weights = path_points(steps, integration)
@@ -162,7 +171,7 @@ def integrated_gradients(model: Model, x: Array, target: np.ndarray | None, base
     batch_size=BATCH_SIZE,
 )
 def smoothgrad(model: Model, x: Array, target: np.ndarray | None, samples: int, noise_level: float,
-               seed: int, base_method: str, batch_size: int) -> Array:
+               seed: int, base_method: str, batch_size: int | None) -> Array:
     """SmoothGrad: R = 1/n sum_k g(x + e_k), e_k ~ N(0, (noise_level * (max x - min x))^2).
 
     Smilkov et al. 2017, "SmoothGrad: removing noise by adding noise". With
@@ -175,6 +184,7 @@ def smoothgrad(model: Model, x: Array, target: np.ndarray | None, samples: int, 
     if not noise_level >= 0:
         raise OptionError(f"noise_level must be >= 0, got {noise_level!r}")
     xp = model.xp
+    batch_size = pass_batch(model, x, batch_size)
     t = target_at(model, x, target)
     n = x.shape[0]
     flat = x.reshape(n, -1)

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import OptionError
 from ..model import Model
 from ..ops.base import Array
-from .gradients import BATCH_SIZE, baseline_array, target_at
+from .gradients import BATCH_SIZE, baseline_array, pass_batch, target_at
 from .registry import Option, register
 
 
@@ -28,7 +28,7 @@ def _per_axis(value: Any, name: str, n: int) -> tuple[int, ...]:
     batch_size=BATCH_SIZE,
 )
 def occlusion(model: Model, x: Array, target: np.ndarray | None, window: Any, strides: Any,
-              baseline: Any, batch_size: int) -> Array:
+              baseline: Any, batch_size: int | None) -> Array:
     """Occlusion: R_i = mean over the patches P containing i of f_t(x) - f_t(x with P := baseline).
 
     Zeiler & Fergus 2014, "Visualizing and understanding convolutional networks". A window of 1
@@ -41,8 +41,7 @@ def occlusion(model: Model, x: Array, target: np.ndarray | None, window: Any, st
     step = win if strides is None else _per_axis(strides, "strides", len(feat))
     if any(w > f for w, f in zip(win, feat)):
         raise OptionError(f"window {win} is larger than the input's feature shape {tuple(feat)}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise OptionError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = pass_batch(model, x, batch_size)
     b = xp.broadcast_to(baseline_array(model, x, baseline), x.shape)
     t = target_at(model, x, target)
     n = x.shape[0]
