@@ -17,10 +17,12 @@ build here.
     python tools/bench.py                          # the full run of BENCHMARKS.md
     python tools/bench.py --models resnet18 --repeats 3 --no-captum
     BENCH_THREADS=1 python tools/bench.py           # everything on one core
+    OPENBLAS_CORETYPE=SkylakeX python tools/bench.py  # OpenBLAS's AVX-512 kernels (see BENCHMARKS.md)
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import pathlib
@@ -211,6 +213,26 @@ def peak(path: pathlib.Path, what: str, batch: int, size: int) -> dict[str, int]
 
 # ---- report -------------------------------------------------------------------------------------
 
+#: environment variables that change the speed of NumPy's BLAS or of the allocator; the report
+#: names the ones that are set, and puts them in the command that makes the run again
+TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+
+def blas_core() -> str:
+    """The kernel family OpenBLAS chose at load time (e.g. Haswell: AVX2, SkylakeX: AVX-512), read
+    from the library NumPy loaded; empty where NumPy's BLAS is not OpenBLAS."""
+    with open("/proc/self/maps") as f:
+        paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                return fn().decode()
+    return ""
+
+
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -225,6 +247,8 @@ def machine() -> str:
         blas = f"{b.get('name')} {b.get('version')}"
     except Exception:  # the config layout differs between numpy versions
         pass
+    core = blas_core()
+    blas += f", {core} kernels" if core else ""
     parts = [f"{cpu}, {os.cpu_count()} cores visible, {THREADS} threads used",
              f"Python {platform.python_version()}, numpy {np.__version__} ({blas}), onnxruntime {ort.__version__}"]
     try:
@@ -274,7 +298,7 @@ def main(argv: list[str] | None = None) -> str:
             torch.set_num_threads(THREADS)
         except ImportError:
             with_torch = False
-    env = "" if THREADS == 2 else f"BENCH_THREADS={THREADS} "
+    env = "".join(f"{k}={os.environ[k]} " for k in ("BENCH_THREADS", *TUNING) if k in os.environ)
     command = " ".join([env + "python tools/bench.py"] + (sys.argv[1:] if argv is None else argv))
     out = [f"Machine: {machine()}", "", f"Command: `{command}`"]
     print("\n".join(out), flush=True)
@@ -284,7 +308,7 @@ def main(argv: list[str] | None = None) -> str:
             jobs, checks = jobs_for(case, a.steps)
             times = time_jobs(jobs, a.repeats)
             out += ["", table(case, times, checks)]
-            print(out[-1], flush=True)
+            print("\n" + out[-1], flush=True)
         if not a.no_memory and cases and cases[0].name == "resnet18" and a.width == 64:
             case = cases[0]
             n, s = case.x.shape[0], case.x.shape[2]
@@ -300,6 +324,9 @@ def main(argv: list[str] | None = None) -> str:
                     continue
                 ratio = f"{r['peak'] / ref:.2f}x" if ref else "-"
                 rows.append(f"| {w} | {r['peak'] / 2**20:.0f} | {ratio} | {r['base'] / 2**20:.0f} |")
+            if any(k.startswith("MALLOC_") for k in os.environ):
+                rows += ["", "The MALLOC_ settings above make the allocator keep and pre-extend its heap, so "
+                         "these peaks are not comparable with a run without them."]
             out.append("\n".join(rows))
             print(out[-1], flush=True)
     return "\n".join(out)
