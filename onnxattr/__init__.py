@@ -8,7 +8,7 @@
 >>> report = onnxattr.audit("model.onnx", data=x, gates=["randomization"])  # checks, scores, report
 """
 from .errors import InputError, ModelError, OnnxAttrError, OptionError, UnsupportedOpError
-from .methods import attribute, methods, trace
+from .attribution import attribute, methods, trace
 from .model import Model, load
 from .report import audit
 

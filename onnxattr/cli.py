@@ -28,7 +28,7 @@ from . import attribute, load, methods
 from .errors import OnnxAttrError, OptionError
 from .graph import op_support, read_model
 from .layout import check_layout
-from .methods.registry import lookup, resolve_options
+from .attribution.registry import lookup, resolve_options
 from .report import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, audit, heatmap_picture, read_inputs
 from .viz import heatmap, save_png, to_2d, to_image
 

@@ -73,7 +73,7 @@ from .analysis.spectral import power_spectrum
 from .errors import InputError, OnnxAttrError, OptionError
 from .inputs import IMAGE_SUFFIXES, load_batch
 from .layout import check_layout
-from .methods.registry import attribute, lookup, resolve_options
+from .attribution.registry import attribute, lookup, resolve_options
 from .model import Model, load
 from .viz import heatmap, to_2d, to_image
 

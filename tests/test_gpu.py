@@ -17,7 +17,7 @@ import onnxattr
 from onnxattr import backend
 from onnxattr.errors import DeviceMemoryError, OptionError
 from onnxattr.kernels import reference as ref
-from onnxattr.methods import METHODS
+from onnxattr.attribution import METHODS
 from onnxattr.ops.window import Window
 from oracles import MODELS, oracle, rel_l2
 

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxattr
     from onnxattr import backend
-    from onnxattr.methods.registry import lookup, resolve_options
+    from onnxattr.attribution.registry import lookup, resolve_options
 
     gpu = args.device == "cuda"
     if gpu and not backend.gpu_available():

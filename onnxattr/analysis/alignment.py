@@ -31,7 +31,7 @@ from .. import backend, engine
 from ..errors import InputError, OptionError
 from ..graph import LayerGraph, Node
 from ..layout import infer_layout
-from ..methods.registry import METHODS, Backprop, lookup, resolve_options
+from ..attribution.registry import METHODS, Backprop, lookup, resolve_options
 from ..model import Model
 from .similarity import cosine
 

@@ -25,7 +25,7 @@ import numpy as np
 from .. import backend
 from ..errors import InputError, OptionError
 from ..layout import channel_axis, check_layout
-from ..methods.registry import attribute
+from ..attribution.registry import attribute
 from ..model import Model
 from .similarity import cosine, minmax, spearman, ssim
 

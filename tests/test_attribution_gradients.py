@@ -4,7 +4,7 @@ import pytest
 
 import onnxattr
 from onnxattr import OptionError
-from onnxattr.methods.gradients import path_points
+from onnxattr.attribution.gradients import path_points
 from oracles import MODELS, oracle, rel_l2
 
 
