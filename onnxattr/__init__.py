@@ -7,7 +7,7 @@
 >>> onnxattr.methods()                                  # every method and its options
 >>> report = onnxattr.audit("model.onnx", data=x, gates=["randomization"])  # checks, scores, report
 """
-from .errors import InputError, ModelError, OnnxAttrError, OptionError, UnsupportedOpError
+from .errors import DeviceMemoryError, InputError, ModelError, OnnxAttrError, OptionError, UnsupportedOpError
 from .attribution import attribute, methods, trace
 from .model import Model, load
 from .report import audit
@@ -15,6 +15,7 @@ from .report import audit
 __version__ = "0.1.0"
 
 __all__ = [
+    "DeviceMemoryError",
     "InputError",
     "Model",
     "ModelError",

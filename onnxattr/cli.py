@@ -28,7 +28,7 @@ from . import attribute, load, methods
 from .errors import OnnxAttrError, OptionError
 from .graph import op_support, read_model
 from .layout import check_layout
-from .attribution.registry import lookup, resolve_options
+from .attribution.registry import lookup, plan_of
 from .report import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, audit, heatmap_picture, read_inputs
 from .viz import heatmap, save_png, to_2d, to_image
 
@@ -134,7 +134,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if not missing:
         model = load(proto, input_name=args.input_name, output_name=args.output_name)
         options = dict(parse_option(o) for o in args.option)
-        bp = method_rules(model, args.method, options)
+        plan = plan_of(model, args.method, options, "inspect")
         g = model.graph
         summary.update(
             input={"name": g.input.name, "shape": list(g.input.shape or []), "dtype": str(g.input.dtype)},
@@ -148,7 +148,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                     "kind": n.kind,
                     "inputs": [t for t in n.inputs if t and t not in g.constants],
                     "shape": [d for d in g.shapes.get(n.outputs[0], ())] if n.outputs[0] in g.shapes else None,
-                    "rule": _rule_name(bp, n),
+                    "rule": plan.rule_name(n.name),
                 }
                 for n in g.nodes
             ],
@@ -158,19 +158,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         print(_inspect_text(summary))
     return 1 if missing else 0
-
-
-def method_rules(model: Any, method: str, options: dict[str, Any]) -> Any:
-    """The Backprop (rules and seed) of a backprop method; OptionError for other methods."""
-    m = lookup(method)
-    if m.backprop is None:
-        raise OptionError(f"method {method!r} has no per-layer rules; choose a backprop method")
-    return m.backprop(model, **resolve_options(m, options))
-
-
-def _rule_name(bp: Any, node: Any) -> str:
-    rule = bp.rule_for(node) if bp.rule_for is not None else None
-    return "gradient" if rule is None else repr(rule)
 
 
 def _inspect_text(s: dict[str, Any]) -> str:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from .engine import RuleFor
-from .graph import LayerGraph, Node
+from .errors import OptionError
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, ZBox, ZPlus  # noqa: F401
+
+if TYPE_CHECKING:
+    from .graph import LayerGraph, Node
 
 
 class Selector:
@@ -106,9 +108,10 @@ class Last(_Position):
 class Composite:
     """An ordered list of (selector, rule); the first match wins.
 
-    With ``lrp=True`` the LRP base map follows the given pairs: activations pass relevance
-    (:class:`~onnxattr.rules.Pass`) and Add, Sum and average pooling split it in proportion to
-    their inputs (:class:`~onnxattr.rules.Norm`); MaxPool and reshapes keep the gradient.
+    With ``lrp=True`` the LRP base map follows the given pairs: activations and BatchNorms that
+    could not be fused (``Affine``) pass relevance (:class:`~onnxattr.rules.Pass`, as Zennit),
+    and Add, Sum and average pooling split it in proportion to their inputs
+    (:class:`~onnxattr.rules.Norm`); MaxPool and reshapes keep the gradient.
     """
 
     rules: Sequence[tuple[Selector, Rule]]
@@ -120,22 +123,25 @@ class Composite:
         for pair in self.rules:
             if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], Selector) and isinstance(pair[1], Rule)):
                 raise TypeError(f"a composite maps a Selector to a Rule; got {pair!r}")
-        self._base = ((Kind("activation"), Pass()), (Kind("sum"), Norm())) if self.lrp else ()
+        self._base = ((Kind("activation"), Pass()), (OpType("Affine"), Pass()), (Kind("sum"), Norm())) if self.lrp else ()
 
     def assign(self, graph: LayerGraph) -> dict[str, Rule]:
-        """The rule of every node of ``graph`` that one applies to."""
-        bound = [(s.bind(graph), r) for s, r in list(self.rules) + list(self._base)]
+        """{node name -> rule} for every node of ``graph`` that a selector picks; the first match
+        wins. OptionError, naming the node, where the rule cannot stand for that node's kind of op
+        (a rule for linear layers on an Add, say)."""
+        bound = [(s.bind(graph), s, r) for s, r in list(self.rules) + list(self._base)]
         out = {}
         for node in graph.nodes:
-            for pred, rule in bound:
+            for pred, selector, rule in bound:
                 if pred(node):
+                    if rule.kinds is not None and node.kind not in rule.kinds:
+                        raise OptionError(
+                            f"composite {self.name!r} puts {rule!r} on node {node.name!r} ({node.op_type}, "
+                            f"kind {node.kind!r}) through {selector!r}; that rule applies to "
+                            f"{' or '.join(rule.kinds)} layers only")
                     out[node.name] = rule
                     break
         return out
-
-    def rule_for(self, graph: LayerGraph) -> RuleFor:
-        table = self.assign(graph)
-        return lambda node: table.get(node.name)
 
     def describe(self, graph: LayerGraph) -> list[tuple[str, str, str]]:
         """(node name, op type, rule) for every node, 'gradient' where no rule applies."""

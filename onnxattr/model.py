@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import onnx
@@ -21,6 +21,9 @@ from .canonize import canonize
 from .errors import DeviceMemoryError, InputError
 from .graph import LayerGraph, build, read_model
 from .ops.base import Array
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 R = TypeVar("R")
 
@@ -121,7 +124,7 @@ class Model:
 
     def forward(self, x: Array, fetch: Sequence[str] = ()) -> Array | dict[str, Array]:
         """Forward pass on a device batch: the output, or a dict of the tensors in ``fetch``."""
-        parts = self.each_chunk(x, lambda c, start: engine.forward(self.graph, self.params, c, fetch=fetch).values)
+        parts = self.each_chunk(x, lambda c, start: engine.forward(self.graph, self.params, {self.input_name: c}, fetch=fetch).values)
         if not fetch:
             return _concat(self.xp, [p[self.output_name] for p in parts])
         return {t: _concat(self.xp, [p[t] for p in parts]) for t in fetch}
@@ -208,46 +211,47 @@ class Model:
     # ---- forward + backward -------------------------------------------------------------
     def propagate(
         self,
-        x: Array,
+        feeds: Array,
         target: np.ndarray | None,
-        rule_for: engine.RuleFor | None = None,
-        seed: str = "one",
+        plan: Plan,
         observer: engine.Observer | None = None,
         fetch: Sequence[str] = (),
     ) -> dict[str, Array]:
-        """One forward and one backward pass on a device batch.
+        """One forward and one backward pass of ``plan`` on a device batch.
 
-        The seed is one-hot at ``target`` (the argmax where None; ``seed="one"``) or the target logit's value there
-        (``seed="logit"``, the LRP convention). Returns the input's cotangent (relevance) under
-        the input name, plus those of the tensors in ``fetch``.
+        Args:
+            feeds: the input batch, on the model's device.
+            target: one target per sample (None: each sample's argmax); what a callable seed
+                gets, resolved against the output. Ignored where the seed is an array.
+            plan: the rules, the seed and times_input (:class:`onnxattr.plan.Plan`).
+            observer: sees every node's incoming and outgoing relevance.
+            fetch: tensors whose relevance is returned too.
+
+        Returns the relevance at the input under the input's name (times the input where
+        ``plan.times_input``; zeros where none reached it), plus that of each tensor in ``fetch``
+        that relevance reached. The batch is cut as :meth:`each_chunk` cuts it (on the GPU, in
+        halves where it runs out of memory), except that a plan with a stacked rule runs as one.
         """
 
         def run(c: Array, start: int) -> dict[str, Array]:
-            t = None if target is None else target[start : start + c.shape[0]]
-            tape = engine.forward(self.graph, self.params, c, record=True, rule_for=rule_for)
+            tape = engine.forward(self.graph, self.params, {self.input_name: c}, record=True, rules=plan.rules)
             out = tape.values[self.output_name]
-            s = self.seed(out, self.resolve_target(t, out), scale_by_logit=seed == "logit")
-            grads = engine.backward(self.graph, tape, s, rule_for, observer, fetch)
-            grads[self.input_name] = (
-                self.xp.zeros_like(c) if grads[self.input_name] is None else grads[self.input_name]
-            )
+            if callable(plan.seed):
+                t = None if target is None else target[start : start + c.shape[0]]
+                seed = plan.seed(out, self.resolve_target(t, out))
+            else:
+                seed = plan.seed[start : start + c.shape[0]]
+                if seed.shape != out.shape:
+                    raise InputError(f"the seed has shape {tuple(seed.shape)} for output {self.output_name!r} "
+                                     f"of shape {tuple(out.shape)}")
+            grads = engine.backward(self.graph, tape, seed, observer, fetch)
+            g = grads[self.input_name]
+            g = self.xp.zeros_like(c) if g is None else g
+            grads[self.input_name] = g * c if plan.times_input else g
             return grads
 
-        whole = self.device == "cuda" and rule_for is not None and any(
-            getattr(rule_for(n), "stacked", False) for n in self.graph.nodes
-        )
-        results = self.each_chunk(x, run, whole)
+        results = self.each_chunk(feeds, run, self.device == "cuda" and plan.stacked)
         return {k: _concat(self.xp, [r[k] for r in results]) for k in results[0]}
-
-    def seed(self, out: Array, target: np.ndarray, scale_by_logit: bool = False) -> Array:
-        """One-hot cotangent of ``out`` at each sample's target, optionally times the logit."""
-        xp = self.xp
-        n = out.shape[0]
-        flat = xp.zeros((n, int(np.prod(out.shape[1:]))), dtype=out.dtype)
-        idx = xp.asarray(target)
-        rows = xp.arange(n)
-        flat[rows, idx] = out.reshape(n, -1)[rows, idx] if scale_by_logit else 1
-        return flat.reshape(out.shape)
 
 
 def load(

@@ -151,10 +151,11 @@ def simulated_gpu(monkeypatch):
     'memory' on batches of more than two samples."""
     real = engine.forward
 
-    def forward(graph, params, x, *args, **kwargs):
-        if x.shape[0] > 2:
-            raise MemoryError(f"simulated: batch of {x.shape[0]}")
-        return real(graph, params, x, *args, **kwargs)
+    def forward(graph, params, feeds, *args, **kwargs):
+        n = next(iter(feeds.values())).shape[0]
+        if n > 2:
+            raise MemoryError(f"simulated: batch of {n}")
+        return real(graph, params, feeds, *args, **kwargs)
 
     def make(name):
         path, data = oracle(name)

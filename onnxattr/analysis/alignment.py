@@ -23,17 +23,19 @@ import copy
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import backend, engine
+from .. import backend
+from ..attribution.registry import plan_of
 from ..errors import InputError, OptionError
-from ..graph import LayerGraph, Node
 from ..layout import infer_layout
-from ..attribution.registry import METHODS, Backprop, lookup, resolve_options
-from ..model import Model
 from .similarity import cosine
+
+if TYPE_CHECKING:
+    from ..graph import LayerGraph, Node
+    from ..model import Model
 
 SKIPPED_KINDS = ("route", "shape")
 
@@ -45,16 +47,6 @@ def input_alignment(attr: np.ndarray, x: np.ndarray) -> np.ndarray:
     if attr.shape != x.shape:
         raise InputError(f"attr has shape {attr.shape}, x has shape {x.shape}; they must match")
     return cosine(attr, x)
-
-
-def backprop_of(model: Model, method: str, options: dict[str, Any], what: str) -> Backprop:
-    """The rules and seed of a backprop method; OptionError naming the ones that qualify."""
-    m = lookup(method)
-    if m.backprop is None:
-        usable = sorted(k for k, v in METHODS.items() if v.backprop is not None)
-        raise OptionError(f"{what} follows relevance through the layers, which needs a method that is one "
-                          f"backward pass; {method!r} is not. Use one of {usable}")
-    return m.backprop(model, **resolve_options(m, options))
 
 
 def layers_of(graph: LayerGraph) -> tuple[list[Node], list[str]]:
@@ -92,16 +84,15 @@ def layer_alignment(model: Model, x: np.ndarray, target: Any = None, method: str
     Returns:
         :class:`LayerAlignment`.
     """
-    bp = backprop_of(model, method, options, "layer_alignment")
+    plan = plan_of(model, method, options, "layer_alignment")
     x = model.check_input(x)
     t = model.check_target(target, x.shape[0])
     xd = model.xp.asarray(x)
     nodes, skipped = layers_of(model.graph)
     tensors = [n.outputs[0] for n in nodes]
     acts = model.forward(xd, fetch=tensors) if tensors else {}
-    rel = model.propagate(xd, t, bp.rule_for, bp.seed, fetch=tensors)
-    the_map = rel[model.input_name] * xd if getattr(bp, "times_input", False) else rel[model.input_name]
-    rows = [cosine(backend.to_host(the_map), x)]
+    rel = model.propagate(xd, t, plan, fetch=tensors)
+    rows = [cosine(backend.to_host(rel[model.input_name]), x)]
     layers, names, ops = [model.input_name], [model.input_name], ["Input"]
     for n, tname in zip(nodes, tensors):
         a = backend.to_host(acts[tname])
@@ -227,29 +218,19 @@ def cosine_similarity_convergence(model: Model, x: np.ndarray, method: str = "gr
     x = model.check_input(x)
     _, tensor = find_layer(model.graph, model.graph.output if layer is None else layer)
     sub = truncated(model, tensor)
-    bp = backprop_of(sub, method, options, "cosine_similarity_convergence")
+    plan = plan_of(sub, method, options, "cosine_similarity_convergence")
     nodes, _ = layers_of(sub.graph)
     tensors = [sub.input_name] + [nd.outputs[0] for nd in nodes]
     layers = [sub.input_name] + [nd.name for nd in nodes]
+    xd = sub.xp.asarray(x)
+    out = sub.forward(xd)
     rng = np.random.default_rng(seed)
-    xp = sub.xp
     rel: list[dict[str, np.ndarray | None]] = []
     for _ in range(n):
-        parts: list[dict[str, Any]] = []
-        for c in sub.chunks(xp.asarray(x)):
-            tape = engine.forward(sub.graph, sub.params, c, record=True, rule_for=bp.rule_for)
-            out = tape.values[tensor]
-            r = xp.asarray(rng.standard_normal(out.shape).astype(out.dtype))
-            grads = engine.backward(sub.graph, tape, r, bp.rule_for, None, tensors[1:])
-            grads[tensor] = r
-            if grads.get(sub.input_name) is not None and getattr(bp, "times_input", False):
-                grads[sub.input_name] = grads[sub.input_name] * c
-            parts.append(grads)
-        rel.append({
-            t: None if any(p.get(t) is None for p in parts)
-            else np.concatenate([backend.to_host(p[t]) for p in parts]).astype(np.float64)
-            for t in tensors
-        })
+        r = sub.xp.asarray(rng.standard_normal(out.shape).astype(out.dtype))
+        grads = sub.propagate(xd, None, dataclasses.replace(plan, seed=r), fetch=tensors[1:])
+        grads[tensor] = r
+        rel.append({t: None if grads.get(t) is None else backend.to_host(grads[t]).astype(np.float64) for t in tensors})
     pairs = list(itertools.combinations(range(n), 2))
     values = np.full((len(tensors), len(pairs), x.shape[0]), np.nan)
     dims = np.zeros(len(tensors), dtype=np.int64)

@@ -1,59 +1,62 @@
 """Modified-backprop methods: DeconvNet, Guided Backprop, RectGrad, DeepLIFT (Rescale), and the
-LRP composites. Each is one forward and one backward pass in which a composite's rules replace
-some vjps (``Backprop.run``); DeepLIFT runs input and reference as one stacked batch."""
+LRP composites. Each is one forward and one backward pass of a plan, in which a composite's rules
+replace some vjps; DeepLIFT runs input and reference as one stacked batch."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from .. import composites as C
 from ..composites import Composite, OpType
 from ..errors import OptionError
-from ..model import Model
-from ..ops.base import Array
+from ..plan import Plan, SeedFn, logit, one_hot
 from ..rules import DeconvNet, GuidedBackprop, RectGrad, Rescale
 from .gradients import baseline_array
-from .registry import Backprop, Option, register
+from .registry import Option, register
+
+if TYPE_CHECKING:
+    from ..model import Model
+    from ..ops.base import Array
 
 EPSILON = Option(1e-6, "stabilizer of the epsilon rule on dense layers")
 
 
-def _relu(rule: Any, name: str) -> Any:
+def _relu(rule: Callable[..., Any], name: str) -> Callable[..., Composite]:
     return lambda **options: Composite([(OpType("Relu"), rule(**options))], name=name)
 
 
-def _backprop_method(name: str, make: Any, seed: str, doc: str, times_input: bool = False,
-                     **options: Option) -> None:
+def _backprop_method(name: str, make: Callable[..., Composite], seed: SeedFn, doc: str,
+                     times_input: bool = False, **options: Option) -> None:
     """Register a method whose rules come from the composite ``make(**options)``."""
 
-    def bp(model: Model, **opts: Any) -> Backprop:
-        return Backprop(make(**opts).rule_for(model.graph), seed, times_input)
+    def plan(model: Model, **opts: Any) -> Plan:
+        return Plan(make(**opts).assign(model.graph), seed, times_input, name)
 
     def method(model: Model, x: Array, target: np.ndarray | None, **opts: Any) -> Array:
-        return bp(model, **opts).run(model, x, target)[model.input_name]
+        return model.propagate(x, target, plan(model, **opts))[model.input_name]
 
     method.__doc__ = doc
     method.__name__ = name.replace(".", "_")
-    register(name, backprop=bp, **options)(method)
+    register(name, plan=plan, **options)(method)
 
 
 _backprop_method(
-    "deconvnet", _relu(DeconvNet, "deconvnet"), "one",
+    "deconvnet", _relu(DeconvNet, "deconvnet"), one_hot,
     """DeconvNet: the gradient with each ReLU's backward replaced by max(R, 0).
 
     Zeiler & Fergus 2014, "Visualizing and understanding convolutional networks" (as Captum's
     Deconvolution).""",
 )
 _backprop_method(
-    "guided_backprop", _relu(GuidedBackprop, "guided_backprop"), "one",
+    "guided_backprop", _relu(GuidedBackprop, "guided_backprop"), one_hot,
     """Guided Backprop: the gradient with each ReLU's backward followed by max(., 0).
 
     Springenberg et al. 2015, "Striving for simplicity: the all convolutional net" (as Captum's
     GuidedBackprop).""",
 )
 _backprop_method(
-    "rectgrad", _relu(RectGrad, "rectgrad"), "one",
+    "rectgrad", _relu(RectGrad, "rectgrad"), one_hot,
     """RectGrad: at each ReLU only the units with a * R above the q-th percentile pass R; the
     map is x times the rectified gradient.
 
@@ -85,7 +88,7 @@ def deeplift(model: Model, x: Array, target: np.ndarray | None, baseline: Any, e
     activation differences". As Captum's DeepLift: input and reference run as one stacked batch;
     ReLU, ELU, LeakyReLU, Sigmoid, Tanh and Softplus are rescaled; max pooling, linear layers and
     every other op keep their gradient. (Not a single-batch backward
-    pass, so it registers no ``backprop`` for layer-wise analyses.)
+    pass, so it registers no ``plan`` for layer-wise analyses.)
     """
     xp = model.xp
     b = xp.broadcast_to(baseline_array(model, x, baseline), x.shape)
@@ -97,13 +100,13 @@ def deeplift(model: Model, x: Array, target: np.ndarray | None, baseline: Any, e
         )
     t = target if target is not None else model.resolve_target(None, model.forward(x))
     stacked = xp.concatenate([x, b])
-    composite = _deeplift_composite(eps)
-    m = model.propagate(stacked, np.concatenate([t, t]), composite.rule_for(model.graph), "one")[model.input_name]
+    plan = Plan(_deeplift_composite(eps).assign(model.graph), name="deeplift")
+    m = model.propagate(stacked, np.concatenate([t, t]), plan)[model.input_name]
     return (x - b) * m[:n]
 
 
-def _lrp_method(name: str, make: Any, doc: str, **options: Option) -> None:
-    _backprop_method(name, make, "logit", doc, **options)
+def _lrp_method(name: str, make: Callable[..., Composite], doc: str, **options: Option) -> None:
+    _backprop_method(name, make, logit, doc, **options)
 
 
 _lrp_method("lrp.epsilon", lambda epsilon: C.everywhere(C.Epsilon(epsilon), "epsilon"),

@@ -5,14 +5,17 @@ many inputs through the engine in batches of ``batch_size``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError, OptionError
-from ..model import Model
-from ..ops.base import Array
-from .registry import Backprop, Option, register
+from ..plan import Plan
+from .registry import Option, register
+
+if TYPE_CHECKING:
+    from ..model import Model
+    from ..ops.base import Array
 
 BATCH_SIZE = Option(None, "largest number of inputs per forward/backward pass; None: up to 64, as "
                          "many as keep each activation within 32 MiB on the CPU (Model.pass_size)")
@@ -27,13 +30,13 @@ def pass_batch(model: Model, x: Array, batch_size: int | None) -> int:
     return int(batch_size)
 
 
-EXACT = Backprop(rule_for=None, seed="one")
-EXACT_TIMES_INPUT = Backprop(rule_for=None, seed="one", times_input=True)
+EXACT = Plan()
+EXACT_TIMES_INPUT = Plan(times_input=True, name="input_x_gradient")
 
 
 def gradient_of(model: Model, x: Array, target: np.ndarray | None) -> Array:
     """d f_target / dx for a device batch."""
-    return EXACT.run(model, x, target)[model.input_name]
+    return model.propagate(x, target, EXACT)[model.input_name]
 
 
 def target_at(model: Model, x: Array, target: np.ndarray | None) -> np.ndarray:
@@ -43,7 +46,7 @@ def target_at(model: Model, x: Array, target: np.ndarray | None) -> np.ndarray:
     return model.resolve_target(None, model.forward(x))
 
 
-@register("gradient", backprop=lambda model: EXACT)
+@register("gradient", plan=lambda model: EXACT)
 def gradient(model: Model, x: Array, target: np.ndarray | None) -> Array:
     """Gradient (saliency): R = d f_t(x) / dx.
 
@@ -53,13 +56,13 @@ def gradient(model: Model, x: Array, target: np.ndarray | None) -> Array:
     return gradient_of(model, x, target)
 
 
-@register("input_x_gradient", backprop=lambda model: EXACT_TIMES_INPUT)
+@register("input_x_gradient", plan=lambda model: EXACT_TIMES_INPUT)
 def input_x_gradient(model: Model, x: Array, target: np.ndarray | None) -> Array:
     """Gradient*Input: R = x * d f_t(x) / dx.
 
     Shrikumar et al. 2016; equal to eps-LRP on ReLU networks as eps -> 0 (Ancona et al. 2018).
     """
-    return EXACT_TIMES_INPUT.run(model, x, target)[model.input_name]
+    return model.propagate(x, target, EXACT_TIMES_INPUT)[model.input_name]
 
 
 def path_points(steps: int, integration: str) -> tuple[np.ndarray, np.ndarray]:

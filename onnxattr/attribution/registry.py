@@ -1,10 +1,12 @@
-"""The table of attribution methods, their documented options, and ``attribute``.
+"""The table of attribution methods, their documented options, ``attribute``, and the one lookup
+of a method's propagation plan.
 
 A method is a function ``fn(model, x, target, **options) -> relevance`` over device arrays,
 registered with :func:`register` together with its options (name -> default and meaning).
-A backprop method (one forward and one backward pass) also registers ``backprop``: given the
-model and the options it returns the rule assignment and the seed, so that analyses can follow
-its relevance through every layer (``Model.propagate(..., fetch=...)``).
+A method that is one forward and one backward pass also registers ``plan``: given the model and
+the options it returns the :class:`~onnxattr.plan.Plan` (rules, seed, times_input), so that
+analyses can follow its relevance through every layer (:func:`plan_of`, then
+``Model.propagate(..., fetch=...)``).
 ``attribute`` checks the method name, the options, the input and the target before anything
 runs, calls the method, and returns the map on the host with the input's shape.
 """
@@ -12,14 +14,16 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from .. import backend
-from ..engine import Observer, RuleFor
 from ..errors import OptionError
-from ..model import Model
+
+if TYPE_CHECKING:
+    from ..model import Model
+    from ..plan import Plan
 
 
 @dataclass(frozen=True)
@@ -31,31 +35,12 @@ class Option:
 
 
 @dataclass(frozen=True)
-class Backprop:
-    """How a backprop method propagates: the rule for each node (None: the exact vjp), the seed
-    at the output ("one": one-hot; "logit": the target logit's value, the LRP convention), and
-    whether the relevance reaching the input is multiplied by the input (Gradient*Input)."""
-
-    rule_for: RuleFor | None
-    seed: str = "one"
-    times_input: bool = False
-
-    def run(self, model: Model, x: Any, target: np.ndarray | None, observer: Observer | None = None,
-            fetch: Sequence[str] = ()) -> dict[str, Any]:
-        """One forward and backward pass; the map under the input's name, plus fetched tensors."""
-        out = model.propagate(x, target, self.rule_for, self.seed, observer, fetch)
-        if self.times_input:
-            out[model.input_name] = x * out[model.input_name]
-        return out
-
-
-@dataclass(frozen=True)
 class Method:
     name: str
     fn: Callable[..., Any]
     options: dict[str, Option] = field(default_factory=dict)
-    #: for backprop methods: (model, **options) -> Backprop
-    backprop: Callable[..., Backprop] | None = None
+    #: for methods that are one backward pass: (model, **options) -> Plan
+    plan: Callable[..., Plan] | None = None
 
     @property
     def doc(self) -> str:
@@ -67,15 +52,15 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, backprop: Callable[..., Backprop] | None = None,
+def register(name: str, plan: Callable[..., Plan] | None = None,
              **options: Option) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` as the method ``name`` with its options (and, for a backprop method, the
-    function that gives its rules)."""
+    """Register ``fn`` as the method ``name`` with its options (and, for a method that is one
+    backward pass, the function that gives its plan)."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in METHODS:
             raise ValueError(f"method {name!r} registered twice")
-        METHODS[name] = Method(name, fn, dict(options), backprop)
+        METHODS[name] = Method(name, fn, dict(options), plan)
         return fn
 
     return deco
@@ -110,6 +95,19 @@ def resolve_options(method: Method, options: dict[str, Any]) -> dict[str, Any]:
     return {k: options.get(k, o.default) for k, o in method.options.items()}
 
 
+def plan_of(model: Model, method: str, options: Mapping[str, Any], what: str) -> Plan:
+    """The propagation plan of ``method`` with ``options`` on ``model``'s graph.
+
+    ``what`` names the caller in the OptionError raised for a method that is not one backward
+    pass (Integrated Gradients, SmoothGrad, Occlusion, DeepLIFT), which lists the ones that are."""
+    m = lookup(method)
+    if m.plan is None:
+        usable = sorted(k for k, v in METHODS.items() if v.plan is not None)
+        raise OptionError(f"{what} follows relevance through the layers, which needs a method that is "
+                          f"a single backward pass; {method!r} is not a single backward pass. Use one of {usable}")
+    return m.plan(model, **resolve_options(m, dict(options)))
+
+
 def attribute(model: Model, x: np.ndarray, target: Any = None, method: str = "gradient", **options: Any) -> np.ndarray:
     """Attribute the model's output at ``target`` to the input ``x``.
 
@@ -124,7 +122,7 @@ def attribute(model: Model, x: np.ndarray, target: Any = None, method: str = "gr
         The attribution map, a NumPy float32 array with ``x``'s shape.
 
     Example:
-        >>> model = onnxattr.load("models/shapes_vgg_torch.onnx")
+        >>> model = onnxattr.load("models/torch_vgg_op11.onnx")
         >>> a = onnxattr.attribute(model, x, target=0, method="integrated_gradients", steps=64)
     """
     m = lookup(method)
@@ -135,57 +133,3 @@ def attribute(model: Model, x: np.ndarray, target: Any = None, method: str = "gr
     out = backend.to_host(a).astype(np.float32, copy=False)
     assert out.shape == x.shape, f"{method} returned shape {out.shape} for input {x.shape}"
     return out
-
-
-@dataclass
-class LayerTrace:
-    """Relevance through one node: per-sample sums of what reached its outputs and what it
-    passed to its inputs; ``conserved`` = sum_in / sum_out (1 for a conservative rule)."""
-
-    node: str
-    op_type: str
-    relevance_out: np.ndarray
-    relevance_in: np.ndarray
-
-    @property
-    def conserved(self) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.relevance_in / self.relevance_out
-
-
-@dataclass
-class Trace:
-    """An attribution map with the relevance that flowed through every node, in backward order."""
-
-    attribution: np.ndarray
-    layers: list[LayerTrace]
-
-    def conservation(self) -> dict[str, np.ndarray]:
-        """Node name -> per-sample fraction of relevance it conserved."""
-        return {t.node: t.conserved for t in self.layers}
-
-
-def trace(model: Model, x: np.ndarray, target: Any = None, method: str = "lrp.epsilon_plus_flat",
-          **options: Any) -> Trace:
-    """Run a backprop method (see ``attribute``) and record, per node, the relevance that reached
-    it and the relevance it passed on. For debugging rules and for layer-wise analyses."""
-    m = lookup(method)
-    if m.backprop is None:
-        raise OptionError(f"method {method!r} is not a single backward pass; trace needs one of "
-                          f"{sorted(k for k, v in METHODS.items() if v.backprop is not None)}")
-    opts = resolve_options(m, options)
-    x = model.check_input(x)
-    t = model.check_target(target, x.shape[0])
-    layers: list[LayerTrace] = []
-
-    def observe(node: Any, grads_out: Sequence[Any], grads_in: Sequence[Any]) -> None:
-        n = x.shape[0]
-        total = lambda gs: sum(  # noqa: E731
-            (backend.to_host(g.reshape(g.shape[0], -1).sum(axis=1)) for g in gs if g is not None and g.shape[:1] == (n,)),
-            np.zeros(n),
-        )
-        live = [g for g, i in zip(grads_in, node.inputs) if i in model.graph.live]
-        layers.append(LayerTrace(node.name, node.op_type, total(grads_out), total(live)))
-
-    out = m.backprop(model, **opts).run(model, model.xp.asarray(x), t, observe)
-    return Trace(backend.to_host(out[model.input_name]).astype(np.float32), layers)

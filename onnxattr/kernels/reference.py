@@ -1,6 +1,6 @@
 """NumPy equivalents of the CUDA kernels: the oracles the GPU tests compare each kernel with.
 
-They are also checked against the ops and rules they stand in for (``tests/test_kernels.py``),
+They are also checked against the ops and rules they stand in for (``tests/test_backend.py``),
 so a kernel that agrees with its reference computes what the CPU path computes.
 """
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """What every backward rule shares: the Rule base class and the stabilized division."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..backend import array_module, use_kernels
-from ..engine import NodeRecord
-from ..graph import Node
-from ..ops.base import Array
+
+if TYPE_CHECKING:
+    from ..engine import NodeRecord
+    from ..graph import Node
+    from ..ops.base import Array
 
 
 class Rule:
@@ -15,7 +17,11 @@ class Rule:
     ``backward(node, record, grads, needs)`` gets the cotangents (relevance) of the node's
     outputs and returns one per input (None where ``needs`` is false). ``needs_inputs`` and
     ``needs_outputs`` tell the forward pass to keep the node's input and output values.
+    ``kinds``: the op kinds (``Op.kind``) of the nodes it can stand for; a composite that assigns
+    it to another kind fails at assignment (:meth:`onnxattr.composites.Composite.assign`).
     """
+
+    kinds: tuple[str, ...] | None = None
 
     needs_inputs: bool = False
     needs_outputs: bool = False

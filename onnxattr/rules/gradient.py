@@ -4,13 +4,15 @@ particular max pooling keeps its gradient under DeepLIFT (Shrikumar et al. 2017,
 Captum computes for the usual ReLU -> MaxPool order, where its own MaxPool rule is overridden)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..backend import array_module, use_kernels
-from ..engine import NodeRecord
-from ..graph import Node
-from ..ops.base import Array
 from .base import Rule, first_output
+
+if TYPE_CHECKING:
+    from ..engine import NodeRecord
+    from ..graph import Node
+    from ..ops.base import Array
 
 
 class DeconvNet(Rule):

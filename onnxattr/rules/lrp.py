@@ -22,20 +22,22 @@ al. 2021, Zennit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from ..backend import array_module
-from ..engine import NodeRecord
-from ..graph import Node
-from ..ops.base import Array
 from .base import Rule, divide, divide_sum, first_output
+
+if TYPE_CHECKING:
+    from ..engine import NodeRecord
+    from ..graph import Node
+    from ..ops.base import Array
 
 # A modifier maps the node's inputs (data and parameters) to the copy a term evaluates; it is told
 # whether the data input is non-negative, and returns None for a term that vanishes.
 Inputs = tuple
-Modifier = Callable[[Node, Inputs, bool], "Inputs | None"]
+Modifier = Callable[["Node", Inputs, bool], "Inputs | None"]
 
 
 class BasicRule(Rule):
@@ -52,6 +54,11 @@ class BasicRule(Rule):
     def needs_outputs(self) -> bool:  # type: ignore[override]
         """The unmodified term reuses the forward pass's output (and vjp context)."""
         return any(m is unchanged for m in self.modifiers())
+
+    @property
+    def kinds(self) -> tuple[str, ...] | None:  # type: ignore[override]
+        """Linear layers, where a term changes a layer's data, weight or bias; any op otherwise."""
+        return ("linear",) if any(isinstance(m, LinearModifier) for m in self.modifiers()) else None
 
     def modifiers(self) -> Sequence[Modifier]:
         raise NotImplementedError
@@ -116,8 +123,6 @@ class LinearModifier:
 
     def __call__(self, node: Node, inputs: Inputs, nonneg: bool = False) -> Inputs | None:
         op = node.op
-        if op.kind != "linear":
-            raise TypeError(f"rule for linear layers assigned to {node.name!r} ({node.op_type})")
         out = list(inputs)
         d, wi, bi = op.data_input, op.weight_input, op.bias_input
         has_bias = len(inputs) > bi and inputs[bi] is not None
