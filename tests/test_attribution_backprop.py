@@ -176,3 +176,31 @@ def test_trace_reports_conservation_per_layer():
     assert all(np.allclose(conserved[t.node], 1) for t in relus)  # Pass
     with pytest.raises(OptionError, match="not a single backward pass"):
         onnxattr.trace(model, ref["input"][:2], method="integrated_gradients")
+
+
+def unfused_bn_mlp():
+    """fc1 -> relu -> bn -> fc2 without biases; the BatchNorm follows a ReLU, so it stays an
+    Affine layer (scale only: beta = mean = 0)."""
+    from onnx import helper
+    from toy import model
+
+    rng = np.random.default_rng(8)
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["a"], name="relu"),
+             helper.make_node("BatchNormalization", ["a", "s", "zero", "zero", "var"], ["n"], name="bn"),
+             helper.make_node("Gemm", ["n", "w2"], ["y"], name="fc2")]
+    inits = {"w1": rng.standard_normal((6, 8)), "s": rng.uniform(0.2, 3, 8), "zero": np.zeros(8),
+             "var": rng.uniform(0.5, 2, 8), "w2": rng.standard_normal((8, 3))}
+    return model(nodes, inits, 6, 3)
+
+
+@pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.epsilon_plus_flat", "lrp.z_plus"])
+def test_unfused_batchnorm_passes_relevance(method):
+    """Zennit passes relevance through a BatchNorm it cannot merge; so does the Affine layer that
+    canonization leaves: it conserves, and so does the bias-free network as a whole."""
+    model = onnxattr.load(unfused_bn_mlp())
+    assert [n.op_type for n in model.graph.nodes] == ["Gemm", "Relu", "Affine", "Gemm"]
+    x = np.random.default_rng(9).standard_normal((4, 6)).astype(np.float32)
+    tr = onnxattr.trace(model, x, 1, method)
+    np.testing.assert_allclose(tr.conservation()["bn"], 1, rtol=1e-6)
+    assert not np.allclose(onnxattr.trace(model, x, 1, "gradient").conservation()["bn"], 1, rtol=1e-2)
+    np.testing.assert_allclose(tr.attribution.sum(axis=1), model(x)[:, 1], rtol=1e-4)
