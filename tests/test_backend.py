@@ -177,6 +177,17 @@ def test_model_splits_on_out_of_memory(simulated_gpu):
     assert model(data["input"]).shape == (6, 5)
 
 
+def test_convergence_splits_on_out_of_memory(simulated_gpu):
+    """CSC runs through Model.propagate, so it gets the same halving as attribute."""
+    from onnxattr.analysis import cosine_similarity_convergence
+
+    path, data = oracle("mlp")
+    want = cosine_similarity_convergence(onnxattr.load(path), data["input"], "lrp.epsilon", n=3)
+    model, data, _ = simulated_gpu("mlp")
+    got = cosine_similarity_convergence(model, data["input"], "lrp.epsilon", n=3)  # 6 samples: split
+    np.testing.assert_allclose(got.values, want.values, rtol=1e-5)
+
+
 def test_deeplift_batch_is_never_split(simulated_gpu):
     model, data, _ = simulated_gpu("mlp")
     with pytest.raises(DeviceMemoryError, match="input and reference stacked"):
