@@ -83,95 +83,90 @@ def per_sample(x, r, fn):
     return np.stack([fn(x[i].reshape(-1), r[i].reshape(-1)) for i in range(n)]).reshape(x.shape)
 
 
-# non-negative data (after a ReLU): the positive part is the data, the negative part's terms vanish
-SIGNS = pytest.mark.parametrize("data", ["mixed", "nonneg-recorded"])
+# ---- each rule as a dense formula f(W, bias, x, r) on one sample ----------------------------
+
+def epsilon_formula(e):
+    def f(W, bias, xv, rv):
+        return xv * (W.T @ (rv / stabilize(W @ xv + bias, e)))
+    return f
 
 
-def signed(x, data):
-    return np.abs(x) if data.startswith("nonneg") else x
+def zplus(W, bias, xv, rv):
+    Wp, Wn = pos(W), neg(W)
+    c = rv / stabilize(Wp @ pos(xv) + pos(bias) + Wn @ neg(xv), eps)
+    return pos(xv) * (Wp.T @ c) + neg(xv) * (Wn.T @ c)
 
 
-@SIGNS
+def alphabeta(a, bt):
+    def f(W, bias, xv, rv):
+        Wp, Wn = pos(W), neg(W)
+        cp = rv / stabilize(Wp @ pos(xv) + pos(bias) + Wn @ neg(xv), eps)
+        cn = rv / stabilize(Wn @ pos(xv) + neg(bias) + Wp @ neg(xv), eps)
+        return a * (pos(xv) * (Wp.T @ cp) + neg(xv) * (Wn.T @ cp)) - bt * (pos(xv) * (Wn.T @ cn) + neg(xv) * (Wp.T @ cn))
+    return f
+
+
+def gamma(g):
+    def f(W, bias, xv, rv):
+        Wu, Wd = W + g * pos(W), W + g * neg(W)
+        bu, bd = bias + g * pos(bias), bias + g * neg(bias)
+        z = W @ xv + bias
+        cp = rv * (z > 0) / stabilize(Wu @ pos(xv) + bu + Wd @ neg(xv), eps)
+        cn = rv * (z < 0) / stabilize(Wd @ pos(xv) + bd + Wu @ neg(xv), eps)
+        return pos(xv) * (Wu.T @ cp) + neg(xv) * (Wd.T @ cp) + pos(xv) * (Wd.T @ cn) + neg(xv) * (Wu.T @ cn)
+    return f
+
+
+LOW, HIGH = -2.0, 3.0
+
+
+def zbox(W, bias, xv, rv):
+    lv, hv = np.full_like(xv, LOW), np.full_like(xv, HIGH)
+    z = (W @ xv + bias) - (pos(W) @ lv + pos(bias)) - (neg(W) @ hv + neg(bias))
+    c = rv / stabilize(z, eps)
+    return xv * (W.T @ c) - lv * (pos(W).T @ c) - hv * (neg(W).T @ c)
+
+
+def flat(W, bias, xv, rv):
+    mask = (W != 0).astype(float)  # the receptive field (what a ones-kernel sees)
+    return mask.T @ (rv / stabilize(mask @ np.ones_like(xv), eps))
+
+
+def wsquare(W, bias, xv, rv):
+    W2 = W * W
+    return W2.T @ (rv / stabilize(W2 @ np.ones_like(xv), eps))
+
+
+RULES = {
+    "epsilon0.1": (Epsilon(0.1), epsilon_formula(0.1)),
+    "epsilon": (Epsilon(), epsilon_formula(eps)),
+    "z": (Z(), epsilon_formula(0.0)),
+    "zplus": (ZPlus(), zplus),
+    "alpha2beta1": (AlphaBeta(2, 1), alphabeta(2, 1)),
+    "alpha1beta0": (AlphaBeta(1, 0), alphabeta(1, 0)),
+    "gamma0.25": (Gamma(0.25), gamma(0.25)),
+    "gamma1": (Gamma(1.0), gamma(1.0)),
+    "zbox": (ZBox(LOW, HIGH), zbox),
+    "flat": (Flat(), flat),
+    "wsquare": (WSquare(), wsquare),
+}
+
+
+# mixed-sign data, with or without the forward pass's record; and non-negative data (after a
+# ReLU), where the positive part is the data and the negative part's terms vanish
+@pytest.mark.parametrize("data", ["mixed", "mixed-recorded", "nonneg-recorded"])
 @pytest.mark.parametrize("layer", LAYERS, ids=IDS)
-def test_epsilon_and_z(layer, data):
+@pytest.mark.parametrize("name", list(RULES))
+def test_rule_equals_its_formula(name, layer, data):
+    rule, formula = RULES[name]
     node, x, w, b = layer
-    x = signed(x, data)
+    x = np.abs(x) if data.startswith("nonneg") else x
     W, bias = dense(node, x, w, b)
     r = np.random.default_rng(5).standard_normal((x.shape[0], W.shape[0]))
     r_shaped = r.reshape((x.shape[0],) + node.op.forward(x, w, b)[0][0].shape[1:])
-    for rule, e in [(Epsilon(0.1), 0.1), (Epsilon(), eps), (Z(), 0.0)]:
-        want = per_sample(x, r, lambda xv, rv: xv * (W.T @ (rv / stabilize(W @ xv + bias, e))))
-        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped, "recorded" in data), want, rtol=1e-7, atol=1e-9)
-
-
-@SIGNS
-@pytest.mark.parametrize("layer", LAYERS, ids=IDS)
-def test_zplus_alphabeta_gamma(layer, data):
-    node, x, w, b = layer
-    x = signed(x, data)
-    W, bias = dense(node, x, w, b)
-    Wp, Wn = pos(W), neg(W)
-    bp, bn = pos(bias), neg(bias)
-    r = np.random.default_rng(6).standard_normal((x.shape[0], W.shape[0]))
-    r_shaped = r.reshape((x.shape[0],) + node.op.forward(x, w, b)[0][0].shape[1:])
-
-    def zplus(xv, rv):
-        c = rv / stabilize(Wp @ pos(xv) + bp + Wn @ neg(xv), eps)
-        return pos(xv) * (Wp.T @ c) + neg(xv) * (Wn.T @ c)
-
-    def alphabeta(a, bt):
-        def f(xv, rv):
-            cp = rv / stabilize(Wp @ pos(xv) + bp + Wn @ neg(xv), eps)
-            cn = rv / stabilize(Wn @ pos(xv) + bn + Wp @ neg(xv), eps)
-            return a * (pos(xv) * (Wp.T @ cp) + neg(xv) * (Wn.T @ cp)) - bt * (pos(xv) * (Wn.T @ cn) + neg(xv) * (Wp.T @ cn))
-        return f
-
-    def gamma(g):
-        Wu, Wd = W + g * Wp, W + g * Wn
-        bu, bd = bias + g * bp, bias + g * bn
-
-        def f(xv, rv):
-            z = W @ xv + bias
-            cp = rv * (z > 0) / stabilize(Wu @ pos(xv) + bu + Wd @ neg(xv), eps)
-            cn = rv * (z < 0) / stabilize(Wd @ pos(xv) + bd + Wu @ neg(xv), eps)
-            return pos(xv) * (Wu.T @ cp) + neg(xv) * (Wd.T @ cp) + pos(xv) * (Wd.T @ cn) + neg(xv) * (Wu.T @ cn)
-        return f
-
-    cases = [(ZPlus(), zplus), (AlphaBeta(2, 1), alphabeta(2, 1)), (AlphaBeta(1, 0), alphabeta(1, 0)),
-             (Gamma(0.25), gamma(0.25)), (Gamma(1.0), gamma(1.0))]
-    for rule, formula in cases:
-        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped, "recorded" in data),
-                                   per_sample(x, r, formula), rtol=1e-7, atol=1e-9, err_msg=repr(rule))
-
-
-@pytest.mark.parametrize("recorded", [False, True])
-@pytest.mark.parametrize("layer", LAYERS, ids=IDS)
-def test_zbox_flat_wsquare(layer, recorded):
-    node, x, w, b = layer
-    W, bias = dense(node, x, w, b)
-    Wp, Wn = pos(W), neg(W)
-    bp, bn = pos(bias), neg(bias)
-    low, high = -2.0, 3.0
-    r = np.random.default_rng(7).standard_normal((x.shape[0], W.shape[0]))
-    r_shaped = r.reshape((x.shape[0],) + node.op.forward(x, w, b)[0][0].shape[1:])
-    mask = (W != 0).astype(float)  # the receptive field (what a ones-kernel sees)
-
-    def zbox(xv, rv):
-        lv, hv = np.full_like(xv, low), np.full_like(xv, high)
-        z = (W @ xv + bias) - (Wp @ lv + bp) - (Wn @ hv + bn)
-        c = rv / stabilize(z, eps)
-        return xv * (W.T @ c) - lv * (Wp.T @ c) - hv * (Wn.T @ c)
-
-    def flat(xv, rv):
-        return mask.T @ (rv / stabilize(mask @ np.ones_like(xv), eps))
-
-    def wsquare(xv, rv):
-        W2 = W * W
-        return W2.T @ (rv / stabilize(W2 @ np.ones_like(xv), eps))
-
-    for rule, formula in [(ZBox(low, high), zbox), (Flat(), flat), (WSquare(), wsquare)]:
-        np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped, recorded), per_sample(x, r, formula),
-                                   rtol=1e-7, atol=1e-9, err_msg=repr(rule))
+    want = per_sample(x, r, lambda xv, rv: formula(W, bias, xv, rv))
+    np.testing.assert_allclose(run(rule, node, x, w, b, r_shaped, data.endswith("recorded")), want,
+                               rtol=1e-7, atol=1e-9)
 
 
 def test_norm_splits_add_in_proportion():
