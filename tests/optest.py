@@ -94,6 +94,14 @@ def check_vjp(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str
             )
 
 
+def both(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any] | None = None,
+         opset: int = DEFAULT_OPSET, wrt: Sequence[int] = (0,), n_outputs: int = 1, **vjp_options: Any) -> tuple:
+    """Forward against onnxruntime and vjp against finite differences; our outputs."""
+    outputs, _ = check_op(op_type, inputs, attrs, n_outputs=n_outputs, opset=opset)
+    check_vjp(op_type, inputs, attrs, wrt=wrt, opset=opset, **vjp_options)
+    return outputs
+
+
 def rand(*shape: int, seed: int = 0, dtype: Any = np.float32) -> np.ndarray:
     """A standard-normal array of ``shape``."""
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
@@ -139,4 +147,4 @@ def same_on_gpu(op_type, inputs, attrs=None, opset=17, seed=0):
             np.testing.assert_allclose(backend.to_host(d), h, rtol=1e-5, atol=1e-6)
 
 
-__all__ = ["check_op", "check_vjp", "same_on_gpu", "run_ort", "our_forward", "rand", "ints", "onnx"]
+__all__ = ["both", "check_op", "check_vjp", "same_on_gpu", "run_ort", "our_forward", "rand", "ints", "onnx"]

@@ -21,7 +21,7 @@ from onnxattr.errors import DeviceMemoryError, OptionError
 from onnxattr.kernels import reference as ref
 from onnxattr.model import split_on_oom
 from onnxattr.ops import make_op
-from onnxattr.ops.window import Window
+from geometry import GEOMETRIES, window
 from oracles import oracle
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -195,20 +195,6 @@ def test_deeplift_batch_is_never_split(simulated_gpu):
 
 
 # ---- the kernels' NumPy references compute what the ops and rules compute -------------------
-
-def window(k, s, d, pb, pe, hw):
-    out = tuple((n + b + e - ((kk - 1) * dd + 1)) // ss + 1 for n, b, e, kk, dd, ss in zip(hw, pb, pe, k, d, s))
-    return Window(kernel=k, strides=s, dilations=d, pads_begin=pb, pads_end=pe, declared_end=pe, out=out)
-
-
-GEOMETRIES = [  # kernel, strides, dilations, pads begin, pads end, input H x W
-    ((3, 3), (1, 1), (1, 1), (1, 1), (1, 1), (9, 8)),
-    ((3, 2), (2, 3), (1, 2), (0, 1), (2, 1), (11, 10)),
-    ((1, 1), (2, 2), (1, 1), (0, 0), (0, 0), (7, 6)),
-    ((5, 4), (1, 2), (2, 1), (2, 0), (1, 3), (12, 9)),
-    ((2, 2), (2, 2), (1, 1), (0, 0), (1, 1), (7, 7)),  # as ceil_mode pads the end
-]
-
 
 @pytest.mark.parametrize("geom", GEOMETRIES)
 def test_reference_im2col_col2im_are_the_window_ops(geom):

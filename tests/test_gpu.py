@@ -18,7 +18,7 @@ from onnxattr import backend
 from onnxattr.errors import DeviceMemoryError, OptionError
 from onnxattr.kernels import reference as ref
 from onnxattr.attribution import METHODS
-from onnxattr.ops.window import Window
+from geometry import GEOMETRIES, window
 from oracles import MODELS, oracle, rel_l2
 
 pytestmark = [
@@ -112,19 +112,6 @@ def test_light_zoo_forward_on_cuda_equals_cpu(name):
 
 # ---- each kernel against its NumPy reference -------------------------------------------------
 
-def window(k, s, d, pb, pe, hw):
-    out = tuple((n + b + e - ((kk - 1) * dd + 1)) // ss + 1 for n, b, e, kk, dd, ss in zip(hw, pb, pe, k, d, s))
-    return Window(kernel=k, strides=s, dilations=d, pads_begin=pb, pads_end=pe, declared_end=pe, out=out)
-
-
-GEOMETRIES = [  # kernel, strides, dilations, pads begin, pads end, input H x W
-    ((3, 3), (1, 1), (1, 1), (1, 1), (1, 1), (9, 8)),
-    ((3, 2), (2, 3), (1, 2), (0, 1), (2, 1), (11, 10)),
-    ((1, 1), (2, 2), (1, 1), (0, 0), (0, 0), (7, 6)),
-    ((5, 4), (1, 2), (2, 1), (2, 0), (1, 3), (12, 9)),
-    ((2, 2), (2, 2), (1, 1), (0, 0), (1, 1), (7, 7)),
-    ((7, 7), (2, 2), (1, 1), (3, 3), (3, 3), (56, 56)),  # ResNet's stem
-]
 DTYPES = [np.float32, np.float64]
 
 

@@ -3,16 +3,10 @@ import pytest
 from onnx import TensorProto
 
 from onnxattr.ops import make_op
-from optest import check_op, check_vjp, ints, our_forward, rand
+from optest import both, check_op, check_vjp, ints, our_forward, rand
 
 F32 = np.float32
 SHAPE_PAIRS = [((2, 3, 4), (2, 3, 4)), ((2, 3, 4), (4,)), ((3, 1), (2, 1, 4)), ((1, 3, 1), (2, 1, 5)), ((), (2, 3))]
-
-
-def both(op_type, inputs, attrs=None, opset=17, wrt=(0,), n_outputs=1, **kw):
-    outputs, _ = check_op(op_type, inputs, attrs, n_outputs=n_outputs, opset=opset)
-    check_vjp(op_type, inputs, attrs, wrt=wrt, opset=opset, **kw)
-    return outputs
 
 
 def positive(*shape, seed=0):

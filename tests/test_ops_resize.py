@@ -3,18 +3,13 @@ import pytest
 
 from onnxattr.errors import UnsupportedOpError
 from onnxattr.ops import make_op
-from optest import check_op, check_vjp, ints, our_forward, rand
+from optest import both, ints, our_forward, rand
 
 F32 = np.float32
 COORDS = ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn"]
 NEAREST = ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
 SCALES = [[1, 1, 2, 2], [1, 1, 0.5, 0.75], [1, 1, 1.7, 3], [1, 1, 0.6, 1.3]]
 SIZES = [[2, 3, 10, 3], [2, 3, 4, 13], [2, 3, 1, 1]]
-
-
-def both(op_type, inputs, attrs, opset):
-    check_op(op_type, inputs, attrs, opset=opset)
-    check_vjp(op_type, inputs, attrs, opset=opset)
 
 
 def x_in():

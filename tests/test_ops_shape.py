@@ -4,14 +4,7 @@ from onnx import numpy_helper
 
 from onnxattr.errors import UnsupportedOpError
 from onnxattr.ops import make_op
-from optest import check_op, check_vjp, ints, our_forward, rand, run_ort
-
-
-def both(op_type, inputs, attrs=None, opset=17, wrt=(0,), n_outputs=1):
-    """Forward against onnxruntime and vjp against finite differences."""
-    outputs, _ = check_op(op_type, inputs, attrs, n_outputs=n_outputs, opset=opset)
-    check_vjp(op_type, inputs, attrs, wrt=wrt, opset=opset)
-    return outputs
+from optest import both, check_op, check_vjp, ints, our_forward, rand, run_ort
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2, -1, -3])
