@@ -10,19 +10,22 @@ batch that runs out of memory is cut in halves and retried, down to one sample
 from __future__ import annotations
 
 import math
-import os
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import numpy as np
-import onnx
 
 from . import backend, engine
 from .canonize import canonize
 from .errors import DeviceMemoryError, InputError
-from .graph import LayerGraph, build, read_model
-from .ops.base import Array
+from .graph import build, read_model
 
 if TYPE_CHECKING:
+    import os
+
+    import onnx
+
+    from .graph import LayerGraph
+    from .ops.base import Array
     from .plan import Plan
 
 R = TypeVar("R")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,8 +26,10 @@ from .. import backend
 from ..errors import InputError, OptionError
 from ..layout import channel_axis, check_layout
 from ..attribution.registry import attribute
-from ..model import Model
 from .similarity import cosine, minmax, spearman, ssim
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 MODES = ("cascading", "independent")
 #: op types whose constant inputs are weights, besides the ops of kind "linear" (Conv, Gemm,

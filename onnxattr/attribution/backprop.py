@@ -10,7 +10,7 @@ import numpy as np
 from .. import composites as C
 from ..composites import Composite, OpType
 from ..errors import OptionError
-from ..plan import Plan, SeedFn, logit, one_hot
+from ..plan import Plan, logit, one_hot
 from ..rules import DeconvNet, GuidedBackprop, RectGrad, Rescale
 from .gradients import baseline_array
 from .registry import Option, register
@@ -18,6 +18,7 @@ from .registry import Option, register
 if TYPE_CHECKING:
     from ..model import Model
     from ..ops.base import Array
+    from ..plan import SeedFn
 
 EPSILON = Option(1e-6, "stabilizer of the epsilon rule on dense layers")
 

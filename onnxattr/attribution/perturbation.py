@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import OptionError
-from ..model import Model
-from ..ops.base import Array
 from .gradients import BATCH_SIZE, baseline_array, pass_batch, target_at
 from .registry import Option, register
+
+if TYPE_CHECKING:
+    from ..model import Model
+    from ..ops.base import Array
 
 
 def _per_axis(value: Any, name: str, n: int) -> tuple[int, ...]:
