@@ -122,3 +122,13 @@ def test_reading_an_output_the_op_does_not_compute_is_refused():
                           [helper.make_tensor_value_info("idx", TensorProto.INT64, [None, 1, 2, 2])])
     with pytest.raises(UnsupportedOpError, match="pool.*MaxPool.*'idx'"):
         onnxattr.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), output_name="idx")
+
+
+def test_every_error_class_is_exported():
+    import inspect
+
+    from onnxattr import errors
+
+    classes = {n for n, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.OnnxAttrError)}
+    assert "DeviceMemoryError" in classes
+    assert classes <= set(onnxattr.__all__) and all(getattr(onnxattr, n) is getattr(errors, n) for n in classes)
