@@ -45,6 +45,8 @@ Each ``NAME.npz`` holds (B samples, T tokens or patches, H hidden):
                                   output; for the ViT the patch-embedding Conv output (B, H, 4, 4),
                                   whose relevance is relevance[b, t, h] at [b, h, t // 4, t % 4])
     wrt_tokens                    0-d str, ViT only: the (B, T, H) Transpose output after the Conv
+    input_x_gradient              float32 (B, T, H): the same at the unpatched model (plain autograd),
+                                  to check that a test can tell the rules from no rules
     relevance_<method>            float32 (B, T, H)
     target_logit_<method>         float32 (B,) the patched model's target logit
     forward_max_abs_diff_<method> 0-d: patched vs unpatched logits (LXT's forward check)
@@ -321,6 +323,23 @@ def run_from(name: str, model: torch.nn.Module, leaf: torch.Tensor) -> torch.Ten
     return model(inputs_embeds=leaf, return_dict=True, **no_cache(model)).logits
 
 
+def input_x_gradient(name: str, model: torch.nn.Module, x: torch.Tensor):
+    """Target, logits, target logits and activation * gradient at the attribution point, with
+    gradient one at each sample's target logit (LXT's efficient mode: relevance starts at the logit).
+    The target is the argmax class, or (last position, argmax) for an LM."""
+    leaf = embed(name, model, x).detach().requires_grad_(True)
+    logits = run_from(name, model, leaf)
+    rows = torch.arange(x.shape[0])
+    if logits.ndim == 3:
+        target = torch.stack([torch.full((x.shape[0],), x.shape[1] - 1), logits[:, -1].argmax(-1)], 1)
+        picked = logits[rows, target[:, 0], target[:, 1]]
+    else:
+        target = logits.argmax(-1)
+        picked = logits[rows, target]
+    picked.sum().backward()  # samples are independent: one backward gives each its own gradient
+    return target, logits.detach(), picked.detach(), (leaf * leaf.grad).detach()
+
+
 def child(name: str, method: str, state_path: str, out_path: str) -> None:
     """One model and method in a fresh process: LXT patch, forward check, counts, relevance."""
     define_torchvision_schemas()
@@ -338,25 +357,15 @@ def child(name: str, method: str, state_path: str, out_path: str) -> None:
         patched = module.BertForSequenceClassification(model.config).eval()
         patched.load_state_dict(model.state_dict())
         model = patched
-    leaf = embed(name, model, x).detach().requires_grad_(True)
     counts.clear()
-    logits = run_from(name, model, leaf)
-    if logits.ndim == 3:  # LM: (position, index) = (last position, argmax)
-        target = torch.stack([torch.full((x.shape[0],), x.shape[1] - 1),
-                              logits[:, -1].argmax(-1)], 1)
-        picked = logits[torch.arange(x.shape[0]), target[:, 0], target[:, 1]]
-    else:
-        target = logits.argmax(-1)
-        picked = logits[torch.arange(x.shape[0]), target]
-    picked.sum().backward()  # gradient one at each sample's target logit: relevance starts at the logit
-    relevance = (leaf * leaf.grad).detach()
+    target, logits, picked, relevance = input_x_gradient(name, model, x)
     expected = expected_counts(name, method)
     assert counts == expected, f"{name} {method}: LXT's patches were called {counts}, expected {expected}"
     np.savez(out_path, **{
         "target": target.numpy().astype(np.int64),
         f"relevance_{method}": relevance.numpy().astype(np.float32),
-        f"target_logit_{method}": picked.detach().numpy().astype(np.float32),
-        f"forward_max_abs_diff_{method}": np.float32((logits.detach() - reference).abs().max()),
+        f"target_logit_{method}": picked.numpy().astype(np.float32),
+        f"forward_max_abs_diff_{method}": np.float32((logits - reference).abs().max()),
         f"counts_{method}": np.array(json.dumps(counts, sort_keys=True)),
         f"expected_counts_{method}": np.array(json.dumps(expected, sort_keys=True)),
     })
@@ -375,6 +384,8 @@ def make_reference(name: str, out_dir: str) -> None:
     data = {input_name: x.numpy(), "logits": logits,
             "onnx_logits_max_abs_diff": np.float32(np.abs(ort_logits - logits).max())}
     data.update({k: np.array(v) for k, v in find_wrt(onnx_path, name).items()})
+    data["target"], _, _, plain = (t.numpy() for t in input_x_gradient(name, model, x))
+    data["input_x_gradient"] = plain.astype(np.float32)  # unpatched: how far the rules move relevance
     with tempfile.TemporaryDirectory() as tmp:
         state = os.path.join(tmp, "state.pt")
         torch.save(model.state_dict(), state)
@@ -383,7 +394,7 @@ def make_reference(name: str, out_dir: str) -> None:
             subprocess.run([sys.executable, __file__, "--child", name, method, state, part], check=True)
             with np.load(part) as got:
                 for key in got.files:
-                    if key == "target" and "target" in data:
+                    if key == "target":
                         assert np.array_equal(data["target"], got[key]), f"{name}: targets differ"
                     data[key] = got[key]
     np.savez_compressed(os.path.join(out_dir, f"{name}.npz"), **data)
@@ -394,7 +405,16 @@ def make_reference(name: str, out_dir: str) -> None:
         rel = data[f"relevance_{method}"]
         print(f"  {method}: forward diff {data[f'forward_max_abs_diff_{method}']:.2e}, "
               f"sum R {rel.sum((1, 2))} vs logit {data[f'target_logit_{method}']}, "
+              f"rel. L2 to input_x_gradient {rel_l2(rel, data['input_x_gradient'])}, "
               f"counts {data[f'counts_{method}']}")
+    if len(METHODS[name]) == 2:
+        print(f"  attnlrp vs cplrp rel. L2 {rel_l2(data['relevance_cplrp'], data['relevance_attnlrp'])}")
+
+
+def rel_l2(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-sample relative L2 distance of a from ref."""
+    axes = tuple(range(1, ref.ndim))
+    return np.sqrt(((a - ref) ** 2).sum(axes) / (ref ** 2).sum(axes))
 
 
 def main() -> None:
