@@ -29,8 +29,9 @@ from .errors import OnnxAttrError, OptionError
 from .graph import op_support, read_model
 from .layout import check_layout
 from .methods.registry import lookup, resolve_options
-from .report import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, audit, heatmap_picture, read_inputs
-from .viz import heatmap, save_png, to_2d, to_image
+from .inputs import read_inputs
+from .report import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, Progress, audit
+from .viz import heatmap_picture, save_png
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -90,28 +91,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
     x = read_inputs(args.inputs, model, args.layout, tuple(args.resize) if args.resize else None, args.mean, args.std)
     options = dict(parse_option(o) for o in args.option)
     target = None if args.target is None else (args.target[0] if len(args.target) == 1 else args.target)
-    a = attribute(model, x, target=target, method=args.method, **options)
-    logits = model(x)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = args.method.replace(".", "_")
-    np.save(out / f"{stem}.npy", a)
-    targets = logits.reshape(len(x), -1).argmax(1) if target is None else np.broadcast_to(target, (len(x),))
-    written = [str(out / f"{stem}.npy")]
-    if x.ndim == 4:
-        layout = check_layout(args.layout, x.shape)
-        maps = to_2d(a, layout)
-        for i in range(len(x)):
+    if args.heatmaps < 0:
+        raise OptionError(f"--heatmaps must be 0 or more, got {args.heatmaps}")
+    shown = min(args.heatmaps, len(x))
+    bar = Progress(1 + shown, not args.quiet, title="onnxattr explain")
+    try:
+        bar.label(f"{args.method}: attribution of {len(x)} input(s)")
+        a = attribute(model, x, target=target, method=args.method, **options)
+        bar.step()
+        logits = model(x)
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = args.method.replace(".", "_")
+        np.save(out / f"{stem}.npy", a)
+        targets = logits.reshape(len(x), -1).argmax(1) if target is None else np.broadcast_to(target, (len(x),))
+        written = [str(out / f"{stem}.npy")]
+        layout = check_layout(args.layout, x.shape) if x.ndim == 4 else None
+        for i in range(shown):
+            bar.label(f"heatmap {i + 1} of {shown}")
             path = out / f"{stem}_{i}_target{int(targets[i])}.png"
-            save_png(path, heatmap(maps[i], to_image(x[i], layout)), scale=max(1, 256 // maps.shape[-1]))
+            save_png(path, heatmap_picture(a[i], x[i], layout, size=256))
             written.append(str(path))
-    else:
-        for i in range(len(x)):
-            path = out / f"{stem}_{i}_target{int(targets[i])}.png"
-            save_png(path, heatmap_picture(a[i], x[i], None))
-            written.append(str(path))
+            bar.step()
+    finally:
+        bar.close()
     print(json.dumps({"schema": "onnxattr.explain/1", "method": args.method, "targets": [int(t) for t in targets],
-                      "files": written}))
+                      "files": written, "heatmaps_left_out": len(x) - shown}))
     return 0
 
 
@@ -234,6 +239,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("-O", "--option", action="append", default=[], metavar="NAME=VALUE",
                    help="a method option, e.g. -O steps=64 (repeatable)")
     e.add_argument("--out", default="heatmaps", help="output folder")
+    e.add_argument("--heatmaps", type=int, default=16,
+                   help="inputs drawn as heatmap PNGs, the first ones (default 16; 0: none; the .npy has all)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_input_args(e)
     e.set_defaults(run=cmd_explain)
 

@@ -1,14 +1,18 @@
-"""Reading input batches from files: .npy/.npz arrays and PNG/JPEG images with preprocessing."""
+"""Reading input batches from files and folders: .npy/.npz arrays and PNG/JPEG images with
+preprocessing, and the seeded sample an audit runs on."""
 from __future__ import annotations
 
 import os
 import pathlib
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .errors import InputError
 from .layout import check_layout
+
+if TYPE_CHECKING:
+    from .model import Model
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -78,3 +82,70 @@ def load_batch(paths: Sequence[str | os.PathLike], input_shape: Sequence[int | N
         return np.concatenate(parts, axis=0)
     except ValueError as e:
         raise InputError(f"the inputs do not stack into one batch: {e}") from e
+
+
+DATA_SUFFIXES = (".npy", ".npz") + IMAGE_SUFFIXES
+
+
+def data_files(paths: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
+    """The files named by ``paths``: files as given, folders expanded to their images and
+    .npy/.npz files (sorted). InputError for a path that does not exist or an empty folder."""
+    files: list[pathlib.Path] = []
+    for p in map(pathlib.Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in DATA_SUFFIXES)
+            if not found:
+                raise InputError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)}) or .npy/.npz files")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        elif p.exists():
+            raise InputError(f"{p}: not a file or folder")
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    if not files:
+        raise InputError("no input files given")
+    return files
+
+
+def read_inputs(paths: Sequence[str | os.PathLike], model: Model, layout: str | None = None,
+                resize: tuple[int, int] | None = None, mean: Sequence[float] = (0.0,),
+                std: Sequence[float] = (1.0,)) -> np.ndarray:
+    """A float32 batch from files and folders (see :func:`data_files`), images preprocessed for
+    ``model``; InputError where images are given to a model whose input is not an image batch."""
+    files = data_files(paths)
+    shape = model.input_shape
+    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in files) and shape is not None and len(shape) != 4:
+        raise InputError(f"input {model.input_name!r} has shape {tuple(shape)}, not an image batch; "
+                         f"give .npy/.npz arrays instead of images")
+    return load_batch([str(f) for f in files], shape, layout, resize, mean, std)
+
+
+def read_data(data: Any, model: Model, sample: int | None, seed: int, layout: str | None,
+              resize: tuple[int, int] | None, mean: Sequence[float],
+              std: Sequence[float]) -> tuple[np.ndarray, list[str], int, np.ndarray]:
+    """The seeded sample of ``data`` (an array, or paths as :func:`read_inputs` takes them):
+    (sampled batch, sources, number of inputs, indices picked). Image files are sampled before
+    they are read."""
+    if isinstance(data, np.ndarray):
+        x, sources = data, ["array"]
+    else:
+        paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+        files = data_files(paths)
+        sources = [str(f) for f in files]
+        if all(f.suffix.lower() in IMAGE_SUFFIXES for f in files):  # one sample per file: sample paths first
+            picked = sample_indices(len(files), sample, seed)
+            return read_inputs([files[i] for i in picked], model, layout, resize, mean, std), sources, len(files), picked
+        x = read_inputs(files, model, layout, resize, mean, std)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise InputError(f"the data holds no inputs (shape {x.shape})")
+    picked = sample_indices(x.shape[0], sample, seed)
+    return x[picked], sources, int(x.shape[0]), picked
+
+
+def sample_indices(n: int, sample: int | None, seed: int) -> np.ndarray:
+    """``sample`` of ``n`` indices drawn without replacement with ``seed``, sorted (all of them
+    where ``sample`` is 0, None or at least n)."""
+    if not sample or sample >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))

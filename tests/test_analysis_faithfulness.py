@@ -111,22 +111,34 @@ def test_mu_fidelity_of_the_input_on_a_sum_is_one_and_of_minus_input_minus_one()
 
 
 def test_the_one_pixel_model_gets_perfect_deletion_and_insertion():
+    """Logits (3 x[0, 0, 3, 5], 0): the pixel is all the evidence. The normalised raw value goes
+    1 -> 0 (deletion) with the first slice; the probability goes from p(x) to the baseline's 0.5."""
     m = one_pixel_model()
     x = RNG.uniform(0.5, 1.0, (3, 1, 8, 8)).astype(np.float32)
     a = onnxattr.attribute(m, x, target=0, method="gradient")
-    for output in ("probability", "logit"):
-        d = deletion(m, x, a, target=0, steps=16, output=output)
-        i = insertion(m, x, a, target=0, steps=16, output=output)
-        assert np.all(d.auc == 0.0) and d.mean == 0.0 and not d.higher_is_better
-        assert np.all(i.auc == 1.0) and i.mean == 1.0 and i.higher_is_better
-        assert d.fractions[0] == 0 and d.fractions[-1] == 1 and len(d.fractions) == 17
-        np.testing.assert_array_equal(d.normalized[:, 0], 1.0)
-        np.testing.assert_array_equal(i.normalized[:, 0], 0.0)
+    p = 1 / (1 + np.exp(-3 * x[:, 0, 3, 5].astype(np.float64)))
+    d = deletion(m, x, a, target=0, steps=16, output="logit")
+    i = insertion(m, x, a, target=0, steps=16, output="logit")
+    assert d.quantity == "logit" and np.all(d.auc == 0.0) and d.mean == 0.0 and not d.higher_is_better
+    assert np.all(i.auc == 1.0) and i.mean == 1.0 and i.higher_is_better
+    assert d.fractions[0] == 0 and d.fractions[-1] == 1 and len(d.fractions) == 17
+    np.testing.assert_array_equal(d.normalized[:, 0], 1.0)
+    np.testing.assert_array_equal(i.normalized[:, 0], 0.0)
+    assert d.undefined == ["", "", ""]
+    # the default: the area under the target's softmax probability, the step rule
+    d = deletion(m, x, a, target=0, steps=16)
+    i = insertion(m, x, a, target=0, steps=16)
+    assert d.quantity == i.quantity == "probability"
+    np.testing.assert_allclose(d.auc, 0.5, rtol=1e-12)
+    np.testing.assert_allclose(i.auc, p, rtol=1e-6)
+    np.testing.assert_array_equal(d.plotted, d.scores)
     # the reversed order is the worst possible: the pixel goes last
     d = deletion(m, x, -a, target=0, steps=16)
     i = insertion(m, x, -a, target=0, steps=16)
+    np.testing.assert_allclose(d.auc, 15 / 16 * p + 1 / 16 * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(i.auc, 15 / 16 * 0.5 + 1 / 16 * p, rtol=1e-6)
+    d = deletion(m, x, -a, target=0, steps=16, output="logit")
     np.testing.assert_allclose(d.auc, 1 - 1 / 16)
-    np.testing.assert_allclose(i.auc, 1 / 16)
 
 
 def test_deletion_scores_are_the_target_probability():

@@ -87,8 +87,11 @@ def test_explain_writes_heatmaps_and_raw_maps(capsys, tmp_path):
     assert [p.name for p in pngs] == [f"integrated_gradients_{i}_target3.png" for i in range(4)]
     with Image.open(pngs[0]) as im:
         rgb = np.asarray(im.convert("RGB")).astype(int)
-    assert im.size == (256, 256)
-    assert ((rgb[..., 0] - rgb[..., 2]) > 40).any() or ((rgb[..., 2] - rgb[..., 0]) > 40).any()  # red or blue
+    assert im.size == (256, 256 + 24)  # the 16 x 16 map enlarged 16 times, and its colour scale below
+    top = rgb[:256]
+    assert ((top[..., 0] - top[..., 2]) > 40).any() or ((top[..., 2] - top[..., 0]) > 40).any()  # red or blue
+    bar = rgb[256 + 4 + 4]  # the colour scale: blue at -scale, white at 0, red at +scale
+    assert bar[0, 2] - bar[0, 0] > 50 and bar[-1, 0] - bar[-1, 2] > 50 and bar[128].min() > 230
 
 
 def test_explain_reads_images_with_preprocessing(capsys, tmp_path):
@@ -250,6 +253,6 @@ def test_three_commands_on_trained_models(capsys, tmp_path, path):
                        "--heatmaps", "1", "--skip", "sensitivity_n", "--gate", "randomization", *FAST[:-1])
     assert rc in (0, 1), err
     doc = json.loads((tmp_path / "audit" / "report.json").read_text())
-    assert doc["schema"] == "onnxattr.audit/1" and doc["model"]["name"] == path.name
+    assert doc["schema"] == "onnxattr.audit/2" and doc["model"]["name"] == path.name
     assert set(doc["methods"]["gradient"]["metrics"]) >= {"deletion.auc", "insertion.auc", "randomization.spearman"}
     assert doc["passed"] is (rc == 0)

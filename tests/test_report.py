@@ -35,7 +35,7 @@ def cnn_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[onnxattr.repor
 
 
 def check_schema(doc: dict, methods: list[str], image: bool) -> None:
-    """The documented keys of schema onnxattr.audit/1, and strict JSON."""
+    """The documented keys of schema onnxattr.audit/2, and strict JSON."""
     json.dumps(doc, allow_nan=False)
     assert doc["schema"] == SCHEMA
     assert set(doc) >= {"schema", "onnxattr_version", "created", "passed", "model", "data", "settings", "methods",
