@@ -25,12 +25,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import attribute, load, methods
+from .backend import check_device
 from .errors import OnnxAttrError, OptionError
 from .graph import op_support, read_model
 from .layout import check_layout
 from .methods.registry import lookup, resolve_options
 from .inputs import read_inputs
 from .report import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, Progress, audit
+from .report.run import producer
+from .version import __version__
 from .viz import heatmap_picture, save_png
 
 
@@ -121,6 +124,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    check_device(args.device)  # refused where the device is missing, as explain and audit do
     proto = read_model(args.model)
     support = op_support(proto)
     missing = [s for s in support if not s.supported]
@@ -128,7 +132,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "schema": "onnxattr.inspect/1",
         "model": args.model,
         "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
-        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "producer": producer(proto),
         "nodes": len(support),
         "supported": len(support) - len(missing),
         "op_types": {op: {"count": sum(s.op_type == op for s in support),
@@ -137,7 +141,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "unsupported": [{"node": s.node, "op_type": s.op_type, "reason": s.reason} for s in missing],
     }
     if not missing:
-        model = load(proto, input_name=args.input_name, output_name=args.output_name)
+        model = load(proto, device=args.device, input_name=args.input_name, output_name=args.output_name)
         options = dict(parse_option(o) for o in args.option)
         bp = method_rules(model, args.method, options)
         g = model.graph
@@ -216,6 +220,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(report.summary())
         print(f"wrote {paths['html']} and {paths['json']}")
+    elif not report.passed:  # -q keeps stdout empty, but a failure is always said
+        for g in report.failed_gates:
+            print(f"onnxattr: gate {g.gate} [{g.method}] failed: {g.detail}", file=sys.stderr)
     return 0 if report.passed else 1
 
 
@@ -229,6 +236,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onnxattr", description="Explain and audit ONNX models.")
+    p.add_argument("--version", action="version", version=f"onnxattr {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("explain", help="attribution maps for inputs: heatmaps (PNG) and raw maps (.npy)")
@@ -281,7 +289,8 @@ def parser() -> argparse.ArgumentParser:
                    help="forward passes of the perturbation metrics (default onnxruntime)")
     a.add_argument("--seed", type=int, default=0, help="seed of the sample, subsets and random weights")
     a.add_argument("--out", default="audit", help="output folder (default: audit)")
-    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    a.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no summary; failing gates are still printed on stderr")
     add_input_args(a)
     a.set_defaults(run=cmd_audit)
 

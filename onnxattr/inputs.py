@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import warnings
+import zipfile
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -18,21 +20,44 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def load_array(path: str | os.PathLike) -> np.ndarray:
-    """A batch from .npy, or from .npz (the array named 'input' or 'x', else the only array)."""
+    """A batch from .npy, or from .npz (the array named 'input' or 'x', else the only array).
+
+    InputError, naming the file, for anything that is not a plain numeric array: an empty,
+    truncated or corrupt file, pickled objects (never unpickled: that can run code), strings,
+    complex numbers."""
     p = pathlib.Path(path)
     try:
         data = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{p}: cannot read as a NumPy array: {e}") from e
-    if isinstance(data, np.ndarray):
-        return data
-    names = list(data.files)
-    for key in ("input", "x"):
-        if key in names:
-            return data[key]
-    if len(names) == 1:
-        return data[names[0]]
-    raise InputError(f"{p} holds arrays {names}; name the batch 'input' or 'x'")
+        if isinstance(data, np.ndarray):
+            return numeric(data, str(p))
+        with data:
+            names = list(data.files)
+            key = next((k for k in ("input", "x") if k in names), names[0] if len(names) == 1 else None)
+            if key is None:
+                raise InputError(f"{p} holds arrays {names}; name the batch 'input' or 'x'")
+            return numeric(data[key], f"{p} (array {key!r})")
+    except InputError:
+        raise
+    except ValueError as e:
+        if "Object arrays" in str(e):
+            raise InputError(f"{p}: holds pickled Python objects, which are not read (unpickling can run "
+                             f"code); save a numeric array") from None
+        if "pickle" in str(e):
+            raise InputError(f"{p}: not a .npy/.npz file; it could only be read as a pickle, which is refused "
+                             f"(unpickling can run code)") from None
+        raise InputError(f"{p}: cannot read as a NumPy array: {e}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        what = "empty" if p.is_file() and p.stat().st_size == 0 else "not a readable .npy/.npz file"
+        raise InputError(f"{p}: {what} ({type(e).__name__}: {e})") from None
+
+
+def numeric(a: np.ndarray, what: str) -> np.ndarray:
+    """``a`` if it holds real numbers (float, int, bool); InputError naming ``what`` otherwise."""
+    if a.dtype.kind not in "fiub":
+        kind = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects",
+                "M": "dates", "m": "time spans", "V": "structured records"}.get(a.dtype.kind, "non-numeric values")
+        raise InputError(f"{what}: holds {kind} (dtype {a.dtype}); the model takes real numbers")
+    return a
 
 
 def load_image(path: str | os.PathLike, size: tuple[int, int] | None, mean: Sequence[float],
@@ -42,9 +67,13 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None, mean: Sequ
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(path)
-        img = img.convert("L" if channels == 1 else "RGB")
-    except (OSError, UnidentifiedImageError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            img = img.convert("L" if channels == 1 else "RGB")
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise InputError(f"{path}: the image is too large to read safely ({e})") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise InputError(f"{path}: not a readable image: {e}") from e
     if size is not None:
         img = img.resize((size[1], size[0]), Image.BILINEAR)
@@ -62,9 +91,10 @@ def load_batch(paths: Sequence[str | os.PathLike], input_shape: Sequence[int | N
 
     Images are resized to ``size``, or to the model's spatial input size where it is fixed.
     """
-    parts = []
+    parts, names = [], []
     for p in paths:
         suffix = pathlib.Path(p).suffix.lower()
+        names.append(str(p))
         if suffix in (".npy", ".npz"):
             parts.append(np.asarray(load_array(p), dtype=np.float32))
         elif suffix in IMAGE_SUFFIXES:
@@ -78,10 +108,11 @@ def load_batch(paths: Sequence[str | os.PathLike], input_shape: Sequence[int | N
             raise InputError(f"{p}: unknown input type {suffix!r}; give .npy, .npz or an image ({', '.join(IMAGE_SUFFIXES)})")
     if not parts:
         raise InputError("no input files given")
-    try:
-        return np.concatenate(parts, axis=0)
-    except ValueError as e:
-        raise InputError(f"the inputs do not stack into one batch: {e}") from e
+    for name, part in zip(names, parts):
+        if part.ndim == 0 or part.shape[1:] != parts[0].shape[1:]:
+            raise InputError(f"{name}: holds shape {part.shape}, which does not stack with {names[0]} "
+                             f"(shape {parts[0].shape}) into one batch; give only the input files")
+    return np.concatenate(parts, axis=0)
 
 
 DATA_SUFFIXES = (".npy", ".npz") + IMAGE_SUFFIXES

@@ -366,7 +366,7 @@ def model_summary(model: Model, source: str | None = None) -> dict[str, Any]:
         "path": source,
         "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
         "ir_version": int(proto.ir_version),
-        "producer": " ".join(p for p in (proto.producer_name, proto.producer_version) if p),
+        "producer": producer(proto),
         "input": {"name": g.input.name, "shape": list(g.input.shape or []), "dtype": str(g.input.dtype)},
         "output": g.output,
         "dropped_softmax": g.dropped_softmax,
@@ -375,6 +375,13 @@ def model_summary(model: Model, source: str | None = None) -> dict[str, Any]:
         "op_types": dict(sorted(Counter(n.op_type for n in proto.graph.node).items())),
         "parameters": int(sum(int(np.prod(t.dims)) for t in proto.graph.initializer)),
     }
+
+
+def producer(proto: Any) -> str:
+    """The exporter's name and version, without the empty or "None" parts some exporters write
+    (tf2onnx's version reads "1.17.0 None")."""
+    words = f"{proto.producer_name} {proto.producer_version}".split()
+    return " ".join(w for w in words if w != "None")
 
 
 def _slug(name: str) -> str:
