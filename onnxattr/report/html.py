@@ -82,9 +82,11 @@ def _method_cell(name: str, colors: dict[str, str]) -> str:
 def _summary_section(r: AuditReport, colors: dict[str, str]) -> list[str]:
     out = ["<h2>Summary</h2>",
            '<p class="note">One row per method. Sanity checks (Adebayo et al. 2018) pass when the map changes: '
-           "when the model's weights are randomized, and when another class is explained. Deletion AUC: lower "
-           "is better; insertion AUC and Sensitivity-n: higher is better (Petsiuk et al. 2018; Ancona et al. "
-           "2018).</p>",
+           "when the model's weights are randomized, and when another class is explained. Deletion and insertion "
+           "AUC: the mean area under the curve of the target's score (see Faithfulness) while the most relevant "
+           "features are removed or inserted first; lower is better for deletion, higher for insertion, as for "
+           "Sensitivity-n (Petsiuk et al. 2018; Ancona et al. 2018). A value that is undefined for some inputs "
+           "is the mean over the others, and the reason is listed below the table.</p>",
            "<table><tr><th>method</th><th>randomization</th><th>class sensitivity</th><th>deletion AUC &darr;</th>"
            "<th>insertion AUC &uarr;</th><th>Sensitivity-n &uarr;</th><th>input alignment</th>"
            "<th>high-freq. power</th><th>time</th></tr>"]
@@ -100,6 +102,10 @@ def _summary_section(r: AuditReport, colors: dict[str, str]) -> list[str]:
         out.append("<tr>" + "".join(f'<td class="num">{c}</td>' if i > 0 else f'<td class="name">{c}</td>'
                                     for i, c in enumerate(cells)) + "</tr>")
     out.append("</table>")
+    notes = [f"<li><code>{esc(name)}</code> {esc(key)}: {esc(why)}</li>"
+             for name, m in r.methods.items() for key, why in m.undefined.items()]
+    if notes:
+        out.append('<p class="note">Undefined values:</p><ul class="note">' + "".join(notes) + "</ul>")
     return out
 
 
