@@ -163,9 +163,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             ],
         )
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2))  # JSON escapes control characters itself
     else:
-        print(_inspect_text(summary))
+        print(_inspect_text(printable(summary)))
     return 1 if missing else 0
 
 
@@ -180,6 +180,18 @@ def method_rules(model: Any, method: str, options: dict[str, Any]) -> Any:
 def _rule_name(bp: Any, node: Any) -> str:
     rule = bp.rule_for(node) if bp.rule_for is not None else None
     return "gradient" if rule is None else repr(rule)
+
+
+def printable(v: Any) -> Any:
+    """``v`` with the control characters of its strings (in lists and dicts too) written as
+    escapes (``\\x1b``), so that names from a model cannot drive the terminal."""
+    if isinstance(v, str):
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in v)
+    if isinstance(v, dict):
+        return {printable(k): printable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [printable(x) for x in v]
+    return v
 
 
 def _inspect_text(s: dict[str, Any]) -> str:
@@ -337,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except OnnxAttrError as e:
-        print(f"onnxattr: error: {e}", file=sys.stderr)
+        print(f"onnxattr: error: {printable(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # stdout closed early (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -76,6 +76,17 @@ def test_inspect_lists_every_unsupported_node(capsys, tmp_path):
     assert rc == 2 and err.startswith("onnxattr: error: node 'custom'") and err.count("\n") == 1
 
 
+def test_inspect_escapes_control_characters_from_the_model(capsys, tmp_path):
+    path = unsupported_model(tmp_path / "bad.onnx")
+    proto = onnx.load(path)
+    proto.graph.node[1].name = "evil\x1b[2J\nfake line"
+    onnx.save(proto, path)
+    rc, out, err = run(capsys, "inspect", path)
+    assert rc == 1 and "\x1b" not in out and "evil\\x1b[2J\\nfake line (com.example.FancyOp)" in out
+    rc, out, err = run(capsys, "explain", path, ORACLES / "mlp.npz")
+    assert rc == 2 and "\x1b" not in err and err.count("\n") == 1
+
+
 # ---- explain -----------------------------------------------------------------------------------
 def test_explain_writes_heatmaps_and_raw_maps(capsys, tmp_path):
     rc, out, err = run(capsys, "explain", CNN, ORACLES / "cnn_bn.npz", "--method", "integrated_gradients",
