@@ -2,7 +2,7 @@
 spectra and the model, with the plots inline as SVG and every value from the model escaped."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -211,11 +211,13 @@ def _faithfulness_section(r: AuditReport, colors: dict[str, str]) -> list[str]:
         ylabel, words = QUANTITY_WORDS[quantity]
         series = [(n, c.fractions, nanmean_rows(c.plotted.T), colors[n]) for n, c in curves.items()]
         better = "lower" if key == "deletion" else "higher"
-        order = ("removed from the input" if key == "deletion" else "inserted into the baseline")
+        order = ("set to 0 (the baseline) in the input" if key == "deletion"
+                 else "put back into an all-zeros input (the baseline)")
+        features = "pixels" if r.data["layout"] else "input values"
         figs.append(svg_plot(series, f"{title} curves", xl, ylabel, ylim=(0, 1) if quantity != "logit" else None)
-                    + f"<figcaption>{title}: the mean over the inputs of {esc(words)}, while the features are "
-                    f"{order}, most relevant first. The score is the area under each input's curve (a step "
-                    f"curve), averaged: {better} is better.</figcaption>")
+                    + f"<figcaption>{title}: the mean over the inputs of {esc(words)}, while the features "
+                    f"({features}) are {order}, most relevant first. The score is the area under each input's "
+                    f"curve (a step curve), averaged: {better} is better.</figcaption>")
     series = [(n, m.sensitivity_n.ns, m.sensitivity_n.correlation, colors[n])
               for n, m in r.methods.items() if m.sensitivity_n is not None]
     if series:
