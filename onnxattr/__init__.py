@@ -12,7 +12,7 @@ from .attribution import attribute, methods, trace
 from .model import Model, load
 from .report import audit
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "DeviceMemoryError",

@@ -25,12 +25,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import attribute, load, methods
+from .backend import check_device
 from .errors import OnnxAttrError, OptionError
 from .graph import op_support, read_model
 from .layout import check_layout
 from .attribution.registry import lookup, plan_of
-from .report import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, audit, heatmap_picture, read_inputs
-from .viz import heatmap, save_png, to_2d, to_image
+from .inputs import read_inputs
+from .report import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, Progress, audit
+from .report.run import producer
+from .version import __version__
+from .viz import heatmap_picture, save_png
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -90,32 +94,37 @@ def cmd_explain(args: argparse.Namespace) -> int:
     x = read_inputs(args.inputs, model, args.layout, tuple(args.resize) if args.resize else None, args.mean, args.std)
     options = dict(parse_option(o) for o in args.option)
     target = None if args.target is None else (args.target[0] if len(args.target) == 1 else args.target)
-    a = attribute(model, x, target=target, method=args.method, **options)
-    logits = model(x)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = args.method.replace(".", "_")
-    np.save(out / f"{stem}.npy", a)
-    targets = logits.reshape(len(x), -1).argmax(1) if target is None else np.broadcast_to(target, (len(x),))
-    written = [str(out / f"{stem}.npy")]
-    if x.ndim == 4:
-        layout = check_layout(args.layout, x.shape)
-        maps = to_2d(a, layout)
-        for i in range(len(x)):
+    if args.heatmaps < 0:
+        raise OptionError(f"--heatmaps must be 0 or more, got {args.heatmaps}")
+    shown = min(args.heatmaps, len(x))
+    bar = Progress(1 + shown, not args.quiet, title="onnxattr explain")
+    try:
+        bar.label(f"{args.method}: attribution of {len(x)} input(s)")
+        a = attribute(model, x, target=target, method=args.method, **options)
+        bar.step()
+        logits = model(x)
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = args.method.replace(".", "_")
+        np.save(out / f"{stem}.npy", a)
+        targets = logits.reshape(len(x), -1).argmax(1) if target is None else np.broadcast_to(target, (len(x),))
+        written = [str(out / f"{stem}.npy")]
+        layout = check_layout(args.layout, x.shape) if x.ndim == 4 else None
+        for i in range(shown):
+            bar.label(f"heatmap {i + 1} of {shown}")
             path = out / f"{stem}_{i}_target{int(targets[i])}.png"
-            save_png(path, heatmap(maps[i], to_image(x[i], layout)), scale=max(1, 256 // maps.shape[-1]))
+            save_png(path, heatmap_picture(a[i], x[i], layout, size=256))
             written.append(str(path))
-    else:
-        for i in range(len(x)):
-            path = out / f"{stem}_{i}_target{int(targets[i])}.png"
-            save_png(path, heatmap_picture(a[i], x[i], None))
-            written.append(str(path))
+            bar.step()
+    finally:
+        bar.close()
     print(json.dumps({"schema": "onnxattr.explain/1", "method": args.method, "targets": [int(t) for t in targets],
-                      "files": written}))
+                      "files": written, "heatmaps_left_out": len(x) - shown}))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    check_device(args.device)  # refused where the device is missing, as explain and audit do
     proto = read_model(args.model)
     support = op_support(proto)
     missing = [s for s in support if not s.supported]
@@ -123,7 +132,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "schema": "onnxattr.inspect/1",
         "model": args.model,
         "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None),
-        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "producer": producer(proto),
         "nodes": len(support),
         "supported": len(support) - len(missing),
         "op_types": {op: {"count": sum(s.op_type == op for s in support),
@@ -132,7 +141,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "unsupported": [{"node": s.node, "op_type": s.op_type, "reason": s.reason} for s in missing],
     }
     if not missing:
-        model = load(proto, input_name=args.input_name, output_name=args.output_name)
+        model = load(proto, device=args.device, input_name=args.input_name, output_name=args.output_name)
         options = dict(parse_option(o) for o in args.option)
         plan = plan_of(model, args.method, options, "inspect")
         g = model.graph
@@ -154,10 +163,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             ],
         )
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2))  # JSON escapes control characters itself
     else:
-        print(_inspect_text(summary))
+        print(_inspect_text(printable(summary)))
     return 1 if missing else 0
+
+
+def printable(v: Any) -> Any:
+    """``v`` with the control characters of its strings (in lists and dicts too) written as
+    escapes (``\\x1b``), so that names from a model cannot drive the terminal."""
+    if isinstance(v, str):
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in v)
+    if isinstance(v, dict):
+        return {printable(k): printable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [printable(x) for x in v]
+    return v
 
 
 def _inspect_text(s: dict[str, Any]) -> str:
@@ -198,6 +219,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(report.summary())
         print(f"wrote {paths['html']} and {paths['json']}")
+    elif not report.passed:  # -q keeps stdout empty, but a failure is always said
+        for g in report.failed_gates:
+            print(f"onnxattr: gate {g.gate} [{g.method}] failed: {g.detail}", file=sys.stderr)
     return 0 if report.passed else 1
 
 
@@ -211,6 +235,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onnxattr", description="Explain and audit ONNX models.")
+    p.add_argument("--version", action="version", version=f"onnxattr {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("explain", help="attribution maps for inputs: heatmaps (PNG) and raw maps (.npy)")
@@ -221,6 +246,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("-O", "--option", action="append", default=[], metavar="NAME=VALUE",
                    help="a method option, e.g. -O steps=64 (repeatable)")
     e.add_argument("--out", default="heatmaps", help="output folder")
+    e.add_argument("--heatmaps", type=int, default=16,
+                   help="inputs drawn as heatmap PNGs, the first ones (default 16; 0: none; the .npy has all)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_input_args(e)
     e.set_defaults(run=cmd_explain)
 
@@ -260,7 +288,8 @@ def parser() -> argparse.ArgumentParser:
                    help="forward passes of the perturbation metrics (default onnxruntime)")
     a.add_argument("--seed", type=int, default=0, help="seed of the sample, subsets and random weights")
     a.add_argument("--out", default="audit", help="output folder (default: audit)")
-    a.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    a.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no summary; failing gates are still printed on stderr")
     add_input_args(a)
     a.set_defaults(run=cmd_audit)
 
@@ -307,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except OnnxAttrError as e:
-        print(f"onnxattr: error: {e}", file=sys.stderr)
+        print(f"onnxattr: error: {printable(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # stdout closed early (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

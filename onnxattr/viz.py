@@ -1,4 +1,5 @@
-"""Heatmaps of attribution maps: a diverging colormap centred on 0, optionally over the input.
+"""Pictures of attribution maps and inputs: a diverging colormap centred on 0, optionally over
+the input; the one drawing path of ``onnxattr explain`` and of the audit report.
 
 Blue is negative relevance, white zero, red positive (ColorBrewer's RdBu, reversed). The colour
 scale is symmetric: +-the ``percentile`` of |R|, so one outlier does not wash out the map.
@@ -31,11 +32,15 @@ def to_2d(attr: np.ndarray, layout: str | None = None) -> np.ndarray:
     return attr.sum(axis=channel_axis(layout))
 
 
+def color_scale(m: np.ndarray, percentile: float = 99.5) -> float:
+    """The |R| at the colormap's ends: the ``percentile`` of |R| (its maximum where that is 0)."""
+    scale = float(np.percentile(np.abs(m), percentile)) if m.size else 0.0
+    return scale if scale > 0 else max(float(np.abs(m).max()) if m.size else 0.0, 1e-12)
+
+
 def colorize(m: np.ndarray, percentile: float = 99.5) -> np.ndarray:
     """An (H, W) map as (H, W, 3) RGB in [0, 1], 0 at white, +-scale at the colormap's ends."""
-    scale = np.percentile(np.abs(m), percentile) if m.size else 0.0
-    scale = scale if scale > 0 else max(float(np.abs(m).max()), 1e-12)
-    v = np.clip(m / scale, -1, 1)
+    v = np.clip(m / color_scale(m, percentile), -1, 1)
     pos = (v + 1) / 2 * (len(_RDBU_R) - 1)
     lo = np.floor(pos).astype(int).clip(0, len(_RDBU_R) - 2)
     frac = (pos - lo)[..., None]
@@ -60,7 +65,7 @@ def heatmap(attr2d: np.ndarray, image: np.ndarray | None = None, alpha: float = 
     rgb = colorize(attr2d, percentile)
     if image is not None:
         grey = image.mean(axis=-1, keepdims=True)
-        weight = alpha * np.abs(np.clip(attr2d / max(np.percentile(np.abs(attr2d), percentile), 1e-12), -1, 1))[..., None]
+        weight = alpha * np.abs(np.clip(attr2d / color_scale(attr2d, percentile), -1, 1))[..., None]
         rgb = (1 - weight) * grey + weight * rgb
     return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
 
@@ -73,3 +78,66 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray, scale: int = 1) -> None:
     if scale > 1:
         img = img.resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
     img.save(path)
+
+
+PICTURE_SIZE = 128
+
+
+def _enlarge(rgb: np.ndarray, size: int = PICTURE_SIZE) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    k = max(1, size // max(h, w))
+    return np.repeat(np.repeat(rgb, k, axis=0), k, axis=1)
+
+
+def _strip(rgb: np.ndarray) -> np.ndarray:
+    """A (1, F, 3) picture of a vector, made about twice PICTURE_SIZE wide and 24 pixels high."""
+    k = max(1, PICTURE_SIZE * 2 // max(1, rgb.shape[1]))
+    return np.repeat(np.repeat(rgb, 24, axis=0), k, axis=1)
+
+
+def heatmap_picture(a: np.ndarray, x: np.ndarray, layout: str | None, size: int = PICTURE_SIZE) -> np.ndarray:
+    """One sample's map as an RGB uint8 picture with its colour scale below: over the grey input
+    for images (``layout`` set; enlarged to about ``size`` pixels), the map alone for 2-D maps, a
+    colour strip for vectors and other ranks."""
+    if layout is not None:
+        m = to_2d(a[None], layout)[0]
+        picture = _enlarge(heatmap(m, to_image(x, layout)), size)
+    elif a.ndim == 2:
+        m = a
+        picture = _enlarge(heatmap(a), size)
+    else:
+        m = np.ravel(a)[None, :]
+        picture = _strip(heatmap(m))
+    return with_colorbar(picture, color_scale(np.asarray(m, dtype=np.float64)))
+
+
+def with_colorbar(picture: np.ndarray, scale: float) -> np.ndarray:
+    """``picture`` with the colour scale under it: the colormap from -scale to +scale and the
+    values at its ends and middle, on white."""
+    from PIL import Image, ImageDraw
+
+    w = max(picture.shape[1], 96)
+    ramp = colorize(np.linspace(-1.0, 1.0, w)[None, :], 100.0)
+    bar = np.repeat((ramp * 255).round().astype(np.uint8), 8, axis=0)
+    canvas = Image.new("RGB", (w, picture.shape[0] + 4 + 8 + 12), "white")
+    canvas.paste(Image.fromarray(picture), ((w - picture.shape[1]) // 2, 0))
+    canvas.paste(Image.fromarray(bar), (0, picture.shape[0] + 4))
+    draw = ImageDraw.Draw(canvas)
+    y = picture.shape[0] + 12
+    for text, anchor_x in ((f"-{scale:.2g}", 0), ("0", w // 2 - 3), (f"+{scale:.2g}", None)):
+        tw = draw.textlength(text)
+        draw.text((w - tw - 1 if anchor_x is None else anchor_x, y), text, fill=(60, 60, 60))
+    return np.asarray(canvas)
+
+
+def input_picture(x: np.ndarray, layout: str | None) -> np.ndarray:
+    """One input sample as an RGB uint8 picture: the image for images (``layout`` set), grey
+    (min-max scaled) for 2-D samples, a grey strip for vectors and other ranks."""
+    if layout is not None:
+        return _enlarge((np.clip(to_image(x, layout), 0, 1) * 255).round().astype(np.uint8))
+    v = np.asarray(x, dtype=np.float64)
+    v = v if v.ndim == 2 else v.reshape(1, -1)
+    lo, hi = v.min(), v.max()
+    grey = ((v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)) * 255
+    rgb = np.repeat(grey.round().astype(np.uint8)[..., None], 3, axis=-1)
+    return _enlarge(rgb) if np.ndim(x) == 2 else _strip(rgb)

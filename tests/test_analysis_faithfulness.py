@@ -9,7 +9,7 @@ from oracles import oracle
 
 import onnxattr
 from onnxattr.analysis import deletion, insertion, mu_fidelity, sensitivity_n
-from onnxattr.analysis.faithfulness import Scorer, default_ns
+from onnxattr.analysis.faithfulness import Scorer, default_ns, quantity_for
 from onnxattr.errors import InputError, OptionError, UnsupportedOpError
 
 
@@ -111,22 +111,34 @@ def test_mu_fidelity_of_the_input_on_a_sum_is_one_and_of_minus_input_minus_one()
 
 
 def test_the_one_pixel_model_gets_perfect_deletion_and_insertion():
+    """Logits (3 x[0, 0, 3, 5], 0): the pixel is all the evidence. The normalised raw value goes
+    1 -> 0 (deletion) with the first slice; the probability goes from p(x) to the baseline's 0.5."""
     m = one_pixel_model()
     x = RNG.uniform(0.5, 1.0, (3, 1, 8, 8)).astype(np.float32)
     a = onnxattr.attribute(m, x, target=0, method="gradient")
-    for output in ("probability", "logit"):
-        d = deletion(m, x, a, target=0, steps=16, output=output)
-        i = insertion(m, x, a, target=0, steps=16, output=output)
-        assert np.all(d.auc == 0.0) and d.mean == 0.0 and not d.higher_is_better
-        assert np.all(i.auc == 1.0) and i.mean == 1.0 and i.higher_is_better
-        assert d.fractions[0] == 0 and d.fractions[-1] == 1 and len(d.fractions) == 17
-        np.testing.assert_array_equal(d.normalized[:, 0], 1.0)
-        np.testing.assert_array_equal(i.normalized[:, 0], 0.0)
+    p = 1 / (1 + np.exp(-3 * x[:, 0, 3, 5].astype(np.float64)))
+    d = deletion(m, x, a, target=0, steps=16, output="logit")
+    i = insertion(m, x, a, target=0, steps=16, output="logit")
+    assert d.quantity == "logit" and np.all(d.auc == 0.0) and d.mean == 0.0 and not d.higher_is_better
+    assert np.all(i.auc == 1.0) and i.mean == 1.0 and i.higher_is_better
+    assert d.fractions[0] == 0 and d.fractions[-1] == 1 and len(d.fractions) == 17
+    np.testing.assert_array_equal(d.normalized[:, 0], 1.0)
+    np.testing.assert_array_equal(i.normalized[:, 0], 0.0)
+    assert d.undefined == ["", "", ""]
+    # the default: the area under the target's softmax probability, the step rule
+    d = deletion(m, x, a, target=0, steps=16)
+    i = insertion(m, x, a, target=0, steps=16)
+    assert d.quantity == i.quantity == "probability"
+    np.testing.assert_allclose(d.auc, 0.5, rtol=1e-12)
+    np.testing.assert_allclose(i.auc, p, rtol=1e-6)
+    np.testing.assert_array_equal(d.plotted, d.scores)
     # the reversed order is the worst possible: the pixel goes last
     d = deletion(m, x, -a, target=0, steps=16)
     i = insertion(m, x, -a, target=0, steps=16)
+    np.testing.assert_allclose(d.auc, 15 / 16 * p + 1 / 16 * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(i.auc, 15 / 16 * 0.5 + 1 / 16 * p, rtol=1e-6)
+    d = deletion(m, x, -a, target=0, steps=16, output="logit")
     np.testing.assert_allclose(d.auc, 1 - 1 / 16)
-    np.testing.assert_allclose(i.auc, 1 / 16)
 
 
 def test_deletion_scores_are_the_target_probability():
@@ -191,3 +203,72 @@ def test_bad_options_and_shapes_are_reported():
         deletion(m, x, x, baseline=np.zeros(3))
     with pytest.raises(InputError, match="out of range"):
         deletion(m, x, x, target=5)
+
+
+# ---- scores that mean what they say (issue 13 §1) ---------------------------------------------
+def confident_at_baseline(dependent: bool = True):
+    """Three logits: bias (8, 0, 0), so the all-zeros baseline is class 0 with p = 0.99966; x
+    moves logit 0 by 0.01 x_0 (or not at all)."""
+    w = np.zeros((6, 3))
+    w[:, 1:] = RNG.standard_normal((6, 2)) * 0.01
+    w[0, 0] = 0.01 if dependent else 0.0
+    return onnxattr.load(toy.model([helper.make_node("Gemm", ["x", "w", "b"], ["y"])],
+                                   {"w": w, "b": [8.0, 0.0, 0.0]}, 6, 3))
+
+
+def test_a_baseline_classified_as_the_target_keeps_the_auc_bounded():
+    """s(x) - s(baseline) is about 1e-5 here: normalising by it gave AUCs of -992 (issue 13). The
+    default score is the area under the probability itself, in [0, 1]."""
+    m = confident_at_baseline()
+    x = RNG.standard_normal((4, 6)).astype(np.float32)
+    a = RNG.standard_normal(x.shape).astype(np.float32)
+    for fn in (deletion, insertion):
+        c = fn(m, x, a, target=0, steps=8)
+        assert c.quantity == "probability" and c.undefined == [""] * 4
+        assert np.all((c.auc >= 0.99) & (c.auc <= 1.0))
+        assert np.all((c.plotted >= 0) & (c.plotted <= 1))
+    # the raw logit does not depend on x at all: the normalised curve is undefined, and says why
+    m = confident_at_baseline(dependent=False)
+    c = deletion(m, x, a, target=0, steps=8, output="logit")
+    assert np.isnan(c.auc).all() and np.isnan(c.normalized).all()
+    assert all("cannot be normalised" in u for u in c.undefined)
+    assert deletion(m, x, a, target=0, steps=8).undefined == [""] * 4  # the probability is defined
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-12])
+def test_a_constant_map_has_undefined_scores(noise):
+    """A constant map ranks no feature above another and its subset sums are all n c: every
+    score that orders or correlates by it is NaN with a reason, also when rounding noise makes the
+    values differ in the last digits."""
+    m = onnxattr.load(toy.relu_mlp([12, 16, 3], seed=4))
+    x = RNG.standard_normal((3, 12)).astype(np.float32)
+    a = 0.7 + noise * RNG.standard_normal(x.shape)
+    s = sensitivity_n(m, x, a, ns=[2, 5], n_subsets=20)
+    assert np.isnan(s.per_input).all() and all("constant map" in u for u in s.undefined)
+    assert np.isnan(mu_fidelity(m, x, a, subset_size=4, n_subsets=20)).all()
+    for fn in (deletion, insertion):
+        c = fn(m, x, a, steps=4)
+        assert np.isnan(c.auc).all() and all("constant" in u for u in c.undefined)
+
+
+def test_an_output_that_does_not_move_has_undefined_correlations():
+    """The target logit does not depend on x: the output drops are all 0 (up to rounding)."""
+    m = confident_at_baseline(dependent=False)
+    x = RNG.standard_normal((2, 6)).astype(np.float32)
+    s = sensitivity_n(m, x, RNG.standard_normal(x.shape), target=0, ns=[2], n_subsets=16)
+    assert np.isnan(s.per_input).all() and all("does not change" in u for u in s.undefined)
+
+
+def test_the_quantity_follows_the_output():
+    """Softmax over the classes; the sigmoid of a one-output model; the raw value of an
+    intermediate tensor (normalised by the curve's two ends)."""
+    x = RNG.standard_normal((2, 8)).astype(np.float32)
+    one = sum_model(8)
+    c = deletion(one, x, x, target=0, steps=4)
+    assert c.quantity == "sigmoid"
+    np.testing.assert_allclose(c.scores[:, 0], 1 / (1 + np.exp(-x.sum(axis=1, dtype=np.float64))), rtol=1e-5)
+    hidden = onnxattr.load(toy.relu_mlp([8, 5, 3], seed=1), output_name="a0")
+    assert quantity_for(hidden) == "logit" and quantity_for(hidden, "probability") == "probability"
+    assert quantity_for(onnxattr.load(toy.linear(8, 3))) == "probability"
+    with pytest.raises(OptionError, match="unknown output"):
+        quantity_for(one, "softmax")

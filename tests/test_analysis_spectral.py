@@ -7,6 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxattr
 from onnxattr.analysis import insertion, lowpass, mu_fidelity, power_spectrum, select_cutoff
+from onnxattr.analysis.spectral import high_frequency_share
 from onnxattr.errors import InputError, OptionError
 
 RNG = np.random.default_rng(0)
@@ -128,3 +129,17 @@ def test_bad_options_are_reported():
         select_cutoff(m, x, x, holdout=1.0)
     with pytest.raises(InputError, match="attr has shape"):
         select_cutoff(m, x, x[:, :, :4])
+
+
+def test_high_frequency_share_per_sample():
+    """A checkerboard has all its power at (0.5, 0.5), above half the Nyquist frequency; a constant
+    map has all of it at 0; a zero map has none (NaN). Channels are summed first."""
+    i, j = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    checker = (-1.0) ** (i + j)
+    maps = np.stack([checker, np.ones((8, 8)), np.zeros((8, 8))])
+    share = high_frequency_share(maps)
+    assert share.shape == (3,)
+    np.testing.assert_allclose(share[:2], [1.0, 0.0], atol=1e-12)
+    assert np.isnan(share[2])
+    nchw = np.stack([maps[:2] / 2, maps[:2] / 2], axis=1)  # two channels that sum to the maps
+    np.testing.assert_allclose(high_frequency_share(nchw, "NCHW"), share[:2], atol=1e-12)

@@ -15,7 +15,9 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
+import onnxattr
 from onnxattr.cli import main
+from onnxattr.report.run import producer
 from oracles import ORACLES, oracle
 from test_report import check_schema
 
@@ -74,6 +76,17 @@ def test_inspect_lists_every_unsupported_node(capsys, tmp_path):
     assert rc == 2 and err.startswith("onnxattr: error: node 'custom'") and err.count("\n") == 1
 
 
+def test_inspect_escapes_control_characters_from_the_model(capsys, tmp_path):
+    path = unsupported_model(tmp_path / "bad.onnx")
+    proto = onnx.load(path)
+    proto.graph.node[1].name = "evil\x1b[2J\nfake line"
+    onnx.save(proto, path)
+    rc, out, err = run(capsys, "inspect", path)
+    assert rc == 1 and "\x1b" not in out and "evil\\x1b[2J\\nfake line (com.example.FancyOp)" in out
+    rc, out, err = run(capsys, "explain", path, ORACLES / "mlp.npz")
+    assert rc == 2 and "\x1b" not in err and err.count("\n") == 1
+
+
 # ---- explain -----------------------------------------------------------------------------------
 def test_explain_writes_heatmaps_and_raw_maps(capsys, tmp_path):
     rc, out, err = run(capsys, "explain", CNN, ORACLES / "cnn_bn.npz", "--method", "integrated_gradients",
@@ -87,8 +100,11 @@ def test_explain_writes_heatmaps_and_raw_maps(capsys, tmp_path):
     assert [p.name for p in pngs] == [f"integrated_gradients_{i}_target3.png" for i in range(4)]
     with Image.open(pngs[0]) as im:
         rgb = np.asarray(im.convert("RGB")).astype(int)
-    assert im.size == (256, 256)
-    assert ((rgb[..., 0] - rgb[..., 2]) > 40).any() or ((rgb[..., 2] - rgb[..., 0]) > 40).any()  # red or blue
+    assert im.size == (256, 256 + 24)  # the 16 x 16 map enlarged 16 times, and its colour scale below
+    top = rgb[:256]
+    assert ((top[..., 0] - top[..., 2]) > 40).any() or ((top[..., 2] - top[..., 0]) > 40).any()  # red or blue
+    bar = rgb[256 + 4 + 4]  # the colour scale: blue at -scale, white at 0, red at +scale
+    assert bar[0, 2] - bar[0, 0] > 50 and bar[-1, 0] - bar[-1, 2] > 50 and bar[128].min() > 230
 
 
 def test_explain_reads_images_with_preprocessing(capsys, tmp_path):
@@ -180,7 +196,47 @@ BAD = [
      "which is skipped"),
     (["audit", MLP, "--data", str(ORACLES / "mlp.npz"), "--sample", "-2"], "sample must be"),
     (["audit", MLP, "--data", str(ORACLES / "mlp.npz"), "--curve-steps", "0"], "curve_steps must be"),
+    (["explain", MLP, "empty.npy"], "empty.npy: empty"),
+    (["explain", MLP, "strings.npy"], "strings.npy: holds strings"),
+    (["explain", MLP, "complex.npy"], "complex.npy: holds complex numbers"),
+    (["explain", MLP, "pickled.npz"], "pickled.npz: holds pickled Python objects, which are not read"),
+    (["explain", MLP, "pickle.npy"], "pickle.npy: not a .npy/.npz file; it could only be read as a pickle"),
+    (["explain", MLP, "corrupt.npz"], "corrupt.npz: not a readable .npy/.npz file"),
+    (["explain", CNN, "bomb.png"], "bomb.png: the image is too large to read safely"),
+    (["audit", CNN, "--data", "mixed"], "labels.npy: holds shape (4,), which does not stack"),
+    (["explain", MLP, str(ORACLES / "mlp.npz"), "--heatmaps", "-1"], "--heatmaps must be 0 or more"),
 ]
+
+
+def png_bomb(path: pathlib.Path, side: int = 30000) -> None:
+    """A PNG header that declares side x side pixels (900 M), with no image data behind it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def bad_files(folder: pathlib.Path) -> None:
+    """The malformed input files of BAD (issue 13 §5)."""
+    (folder / "empty.npy").write_bytes(b"")
+    np.save(folder / "strings.npy", np.array(["a", "b"]))
+    np.save(folder / "complex.npy", np.ones((2, 4), np.complex64))
+    np.savez(folder / "pickled.npz", x=np.array([{"a": 1}], dtype=object))
+    import pickle
+
+    (folder / "pickle.npy").write_bytes(pickle.dumps([1.0, 2.0]))
+    good = folder / "good.npz"
+    np.savez(good, x=np.zeros((2, 4), np.float32))
+    (folder / "corrupt.npz").write_bytes(good.read_bytes()[:40])
+    png_bomb(folder / "bomb.png")
+    (folder / "mixed").mkdir()
+    np.save(folder / "mixed" / "batch.npy", oracle("cnn_bn")[1]["input"])
+    np.save(folder / "mixed" / "labels.npy", np.arange(4))
 
 
 @pytest.mark.parametrize("argv, words", BAD, ids=[" ".join(a[:1] + a[2:3]) + f" [{i}]" for i, (a, _) in enumerate(BAD)])
@@ -190,12 +246,62 @@ def test_user_errors_give_one_line_and_exit_2(capsys, tmp_path, monkeypatch, arg
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
     (tmp_path / "file").write_text("")
     (tmp_path / "empty").mkdir()
+    bad_files(tmp_path)
     names = {"{bad_png}": "bad.png", "{png}": "ok.png", "{empty}": "empty"}
     argv = [names.get(a, a).replace("{file}", "file") for a in argv]
     rc, out, err = run(capsys, *argv)
     assert rc == 2
     assert err.startswith("onnxattr: error: ") and err.count("\n") == 1, err
     assert words in err and "Traceback" not in err
+
+
+def test_quiet_audit_still_prints_the_failing_gates(capsys, tmp_path):
+    rc, out, err = run(capsys, "audit", MLP, "--data", ORACLES / "mlp.npz", "--method", "gradient", "--out", tmp_path,
+                       "--gate", "insertion.auc>100", "--gate", "deletion.auc<=100", *FAST)
+    assert rc == 1 and out == ""
+    assert err == ("onnxattr: gate insertion.auc>100 [gradient] failed: "
+                   + json.loads((tmp_path / "report.json").read_text())["gates"][0]["detail"] + "\n")
+
+
+def test_rerunning_an_audit_into_a_folder_replaces_its_images(capsys, tmp_path):
+    args = ["audit", MLP, "--data", ORACLES / "mlp.npz", "--out", tmp_path, *FAST]
+    assert run(capsys, *args, "--method", "gradient", "--method", "smoothgrad")[0] == 0
+    assert any("smoothgrad" in p.name for p in (tmp_path / "images").iterdir())
+    assert run(capsys, *args, "--method", "gradient")[0] == 0
+    assert not any("smoothgrad" in p.name for p in (tmp_path / "images").iterdir())
+
+
+def test_explain_draws_at_most_heatmaps_pngs(capsys, tmp_path):
+    rc, out, err = run(capsys, "explain", MLP, ORACLES / "mlp.npz", "--heatmaps", "2", "--out", tmp_path)
+    assert rc == 0, err
+    assert len(list(tmp_path.glob("*.png"))) == 2 and json.loads(out)["heatmaps_left_out"] == 4
+    assert np.load(tmp_path / "gradient.npy").shape[0] == 6
+
+
+def test_explain_shows_progress_on_a_terminal(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    rc, out, err = run(capsys, "explain", MLP, ORACLES / "mlp.npz", "--heatmaps", "3", "--out", tmp_path)
+    assert rc == 0 and "onnxattr explain [" in err and "4/4" in err
+
+
+def test_version_and_producer(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"onnxattr {onnxattr.__version__}"
+    proto = onnx.load(MLP)
+    proto.producer_name, proto.producer_version = "tf2onnx", "1.17.0 None"
+    assert producer(proto) == "tf2onnx 1.17.0"
+
+
+def test_inspect_refuses_cuda_without_cupy(capsys):
+    pytest.importorskip("onnxattr.backend")
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed")
+    except ImportError:
+        pass
+    rc, out, err = run(capsys, "inspect", CNN, "--device", "cuda")
+    assert rc == 2 and "needs CuPy" in err and out == ""
 
 
 def test_internal_errors_give_one_line_and_exit_3(capsys, monkeypatch):
@@ -250,6 +356,6 @@ def test_three_commands_on_trained_models(capsys, tmp_path, path):
                        "--heatmaps", "1", "--skip", "sensitivity_n", "--gate", "randomization", *FAST[:-1])
     assert rc in (0, 1), err
     doc = json.loads((tmp_path / "audit" / "report.json").read_text())
-    assert doc["schema"] == "onnxattr.audit/1" and doc["model"]["name"] == path.name
+    assert doc["schema"] == "onnxattr.audit/2" and doc["model"]["name"] == path.name
     assert set(doc["methods"]["gradient"]["metrics"]) >= {"deletion.auc", "insertion.auc", "randomization.spearman"}
     assert doc["passed"] is (rc == 0)

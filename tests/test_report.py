@@ -9,6 +9,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -18,7 +19,7 @@ from PIL import Image
 
 import onnxattr
 from onnxattr import InputError, OptionError
-from onnxattr.report import ANALYSES, METRICS, SCHEMA, Gate, Progress, svg_plot
+from onnxattr.report import ANALYSES, METRICS, SCHEMA, Gate, Progress, merge, run_method, svg_plot, validate
 from oracles import oracle
 import toy
 
@@ -35,7 +36,7 @@ def cnn_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[onnxattr.repor
 
 
 def check_schema(doc: dict, methods: list[str], image: bool) -> None:
-    """The documented keys of schema onnxattr.audit/1, and strict JSON."""
+    """The documented keys of schema onnxattr.audit/2, and strict JSON."""
     json.dumps(doc, allow_nan=False)
     assert doc["schema"] == SCHEMA
     assert set(doc) >= {"schema", "onnxattr_version", "created", "passed", "model", "data", "settings", "methods",
@@ -142,6 +143,7 @@ def test_nan_values_fail_their_gates():
     r = onnxattr.audit(onnxattr.load(linear_model()), x, methods=["lrp.epsilon_plus_flat"],
                        gates=["randomization", "sensitivity_n.mean>-2"], **FAST)
     assert [o.passed for o in r.gates] == [False, False]
+    assert "undefined" in r.gates[1].detail and "constant map" in r.gates[1].detail  # says why
     assert r.methods["lrp.epsilon_plus_flat"].checks["randomization"].value is None
     assert "undefined" in r.methods["lrp.epsilon_plus_flat"].checks["randomization"].rule
     json.dumps(r.to_json(), allow_nan=False)
@@ -288,6 +290,45 @@ def test_report_renders_in_chromium_without_broken_images(cnn_report, tmp_path):
         pixels = np.asarray(im.convert("RGB"))
     assert pixels.shape[:2] == (1400, 1000)
     assert (pixels.reshape(-1, 3) != pixels[0, 0]).any(axis=1).mean() > 0.05  # something was drawn
+
+
+def test_a_method_run_on_two_batches_and_merged_equals_one_run():
+    """run_method is the unit of work of a batch; merge joins batches into the same per-sample
+    values and means as one run over all of them (the seeded analyses draw per batch, so the
+    deterministic ones are compared)."""
+    path, data = oracle("cnn_bn")
+    model, x = onnxattr.load(path), data["input"]
+    plan = validate(["gradient"], analyses=["randomization", "deletion", "insertion", "alignment", "spectrum"],
+                    curve_steps=6, runtime="onnxattr")
+    targets = model(x).reshape(len(x), -1).argmax(1)
+    whole = run_method(model, x, targets, "gradient", plan, "NCHW")
+    parts = merge([run_method(model, x[s], targets[s], "gradient", plan, "NCHW") for s in (slice(0, 1), slice(1, None))])
+    np.testing.assert_allclose(parts.attribution, whole.attribution, rtol=1e-6, atol=1e-7)
+    for key, value in whole.metrics.items():
+        assert (value is None and parts.metrics[key] is None) or parts.metrics[key] == pytest.approx(value, rel=1e-5)
+    np.testing.assert_allclose(parts.deletion.scores, whole.deletion.scores, rtol=1e-5)
+    assert parts.randomization.spearman.shape == whole.randomization.spearman.shape
+    assert parts.to_json()["spectrum"]["power"] == pytest.approx(whole.to_json()["spectrum"]["power"], rel=1e-6)
+
+
+def test_writing_again_clears_the_images_and_keeps_the_shards(cnn_report, tmp_path):
+    r, _ = cnn_report
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "old_method_7.png").write_bytes(b"stale")
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "part-0.npz").write_bytes(b"kept")
+    r.write(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(pathlib.Path(k).name for k in r.images)
+    assert (tmp_path / "shards" / "part-0.npz").read_bytes() == b"kept"
+
+
+@pytest.mark.parametrize("name", ["gates", "html", "metrics", "progress", "results", "run", "svg"])
+def test_every_report_module_imports_first_and_as_a_name(name):
+    """In a fresh interpreter, so that an import cycle shows up whichever module comes first."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    code = f"import onnxattr.report.{name} as z; assert z.__name__ == 'onnxattr.report.{name}'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr
 
 
 def test_analyses_list_is_complete():

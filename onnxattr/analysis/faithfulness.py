@@ -3,8 +3,13 @@
 - :func:`sensitivity_n` (Ancona et al. 2018) and :func:`mu_fidelity` (Bhatt et al. 2020): the
   Pearson correlation, over random subsets S of features, between sum_{i in S} R_i and the drop
   of the target output when S is set to the baseline.
-- :func:`deletion` and :func:`insertion` (Petsiuk et al. 2018, RISE): the target score while the
-  features are removed from x (inserted into the baseline) in decreasing order of relevance.
+- :func:`deletion` and :func:`insertion` (Petsiuk et al. 2018, RISE): the target's probability
+  (or, for other outputs, its normalised value) while the features are removed from x (inserted
+  into the baseline) in decreasing order of relevance.
+
+A score that divides by a difference or a spread is undefined (NaN, with the reason) where that
+difference is below 1e-6 of its scale (:func:`undefined_span`, :func:`flat`), so that rounding
+noise is never reported as a number.
 
 Features are the scalars of the input (``features="scalar"``, the default) or, for image batches,
 the pixels with all their channels together (``features="pixel"``: a pixel's relevance is the sum
@@ -18,7 +23,7 @@ Perturbed inputs are built on the host.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -32,24 +37,62 @@ from ..model import Model
 from .similarity import pearson
 
 RUNTIMES = ("onnxattr", "onnxruntime")
-OUTPUTS = ("probability", "logit")
+OUTPUTS = ("auto", "probability", "sigmoid", "logit")
+#: a normalised score is undefined where its two ends differ by less than this, relative
+UNDEFINED_TOL = 1e-6
 FEATURES = ("scalar", "pixel")
 
 
 # ---- the batched evaluator -------------------------------------------------------------------
+def quantity_for(model: Model, output: str = "auto") -> str:
+    """The score a metric follows: ``output`` itself, or for "auto" the bounded quantity of the
+    model's class output (Petsiuk et al. 2018): "probability" (softmax of the target over the
+    classes) where the explained output is the model's output (or its logits before a dropped
+    Softmax) with one class axis of 2 or more entries, "sigmoid" where it has one entry; else
+    (an intermediate tensor, several non-unit axes, an unknown shape) "logit", the raw value."""
+    if output not in OUTPUTS:
+        raise OptionError(f"unknown output {output!r}; choose one of {OUTPUTS}")
+    if output != "auto":
+        return output
+    g = model.graph
+    is_model_output = g.dropped_softmax is not None or g.output in {o.name for o in model.proto.graph.output}
+    shape = g.shapes.get(g.output)
+    if not is_model_output or shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+        return "logit"
+    axes = [d for d in shape[1:] if d != 1]
+    return "sigmoid" if not axes else ("probability" if len(axes) == 1 else "logit")
+
+
+def undefined_span(at_x: np.ndarray, at_base: np.ndarray) -> np.ndarray:
+    """Where a score normalised by its two ends, (s - s_b) / (s_x - s_b), is undefined:
+    |s_x - s_b| < 1e-6 max(1, |s_x|)."""
+    at_x = np.asarray(at_x, dtype=np.float64)
+    return ~(np.abs(at_x - at_base) >= UNDEFINED_TOL * np.maximum(1.0, np.abs(at_x)))
+
+
+def flat(values: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """Per row, whether ``values`` (N, M) is constant for a correlation: its range is 0 or below
+    1e-6 ``scale`` (default: scale-free, the row's largest |value|). A Pearson correlation with
+    such a side divides rounding noise by rounding noise, and is undefined."""
+    v = np.asarray(values, dtype=np.float64)
+    spread = v.max(axis=1) - v.min(axis=1)
+    ref = np.abs(v).max(axis=1) if scale is None else np.asarray(scale, dtype=np.float64)
+    return ~(spread > 0) | (spread < UNDEFINED_TOL * ref)
+
+
 class Scorer:
-    """The target score f_t of many inputs: the logit, or the softmax probability over the
-    flattened output of each row; evaluated ``batch_size`` rows at a time."""
+    """The target score f_t of many inputs, evaluated ``batch_size`` rows at a time: the raw
+    value of the explained output ("logit"), the softmax probability over the flattened output
+    of each row ("probability"), or the sigmoid of the raw value ("sigmoid"); "auto" chooses
+    with :func:`quantity_for`."""
 
     def __init__(self, model: Model, runtime: str = "onnxattr", output: str = "logit",
                  batch_size: int = 256) -> None:
         if runtime not in RUNTIMES:
             raise OptionError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
-        if output not in OUTPUTS:
-            raise OptionError(f"unknown output {output!r}; choose one of {OUTPUTS}")
+        self.output = quantity_for(model, output)
         _positive_int(batch_size, "batch_size")
         self.model = model
-        self.output = output
         fixed = model.fixed_batch
         self.fixed = fixed or 1
         self.batch_size = max(self.fixed, batch_size - batch_size % self.fixed)
@@ -86,6 +129,8 @@ class Scorer:
                               f"{self.model.output_name!r} has 1: use output='logit'")
         if self.output == "logit":
             return logits[rows, target]
+        if self.output == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-logits[rows, target]))
         z = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e[rows, target] / e.sum(axis=1)
@@ -195,13 +240,18 @@ def nanmean(a: np.ndarray, axis: int | None = None) -> Any:
 
 # ---- random subsets: Sensitivity-n and mu-Fidelity --------------------------------------------
 def subset_correlations(scorer: Scorer, x: np.ndarray, feats: Features, target: np.ndarray,
-                        baseline: np.ndarray, sizes: list[int], n_subsets: int, seed: int) -> np.ndarray:
+                        baseline: np.ndarray, sizes: list[int], n_subsets: int,
+                        seed: int) -> tuple[np.ndarray, list[str]]:
     """(len(sizes), N): per size n and sample, Pearson over ``n_subsets`` random subsets S (|S| = n,
-    drawn uniformly without replacement) of sum_{i in S} R_i and f_t(x) - f_t(x with S := baseline)."""
+    drawn uniformly without replacement) of sum_{i in S} R_i and f_t(x) - f_t(x with S := baseline);
+    and per sample why some of its correlations are undefined (NaN), "" where none is. A
+    correlation is undefined where a side is constant (:func:`flat`): the output drops within
+    1e-6 max(1, |f_t(x)|) of each other, or the relevance sums within 1e-6 of their largest."""
     rng = np.random.default_rng(seed)
     n, f = x.shape[0], feats.count
     full = scorer(x, target)
     out = np.full((len(sizes), n), np.nan)
+    reasons = [""] * n
     group = max(1, scorer.batch_size // n_subsets)  # samples whose subsets share a pass
     for si, size in enumerate(sizes):
         for g0 in range(0, n, group):
@@ -217,18 +267,25 @@ def subset_correlations(scorer: Scorer, x: np.ndarray, feats: Features, target: 
             for j, i in enumerate(rows):
                 drop = full[i] - scores[j * n_subsets : (j + 1) * n_subsets]
                 total = (masks[j] * feats.relevance[i]).sum(axis=1)
-                out[si, i] = pearson(total[None], drop[None])[0]
-    return out
+                if flat(total[None])[0]:
+                    reasons[i] = reasons[i] or "the map's sums are the same over every subset (a constant map)"
+                elif flat(drop[None], max(1.0, abs(full[i])))[0]:
+                    reasons[i] = reasons[i] or "the output does not change when the subsets are removed"
+                else:
+                    out[si, i] = pearson(total[None], drop[None])[0]
+    return out, reasons
 
 
 @dataclass
 class SensitivityN:
-    """Sensitivity-n: ``ns`` (K,), ``correlation`` (K,) the mean over inputs (NaNs skipped) and
-    ``per_input`` (K, N)."""
+    """Sensitivity-n: ``ns`` (K,), ``correlation`` (K,) the mean over inputs (NaNs skipped),
+    ``per_input`` (K, N), and ``undefined`` (N,): why an input's correlations are NaN ("" where
+    none is; see :func:`subset_correlations`)."""
 
     ns: np.ndarray
     correlation: np.ndarray
     per_input: np.ndarray
+    undefined: list[str] = field(default_factory=list)
 
 
 def default_ns(count: int, k: int = 16) -> np.ndarray:
@@ -261,7 +318,8 @@ def sensitivity_n(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = N
         baseline: value of a removed feature (default 0).
         seed: seed of the subsets.
         batch_size: rows per forward pass. runtime: "onnxattr" or "onnxruntime".
-        output: "logit" (default: f_t is the explained output itself) or "probability".
+        output: "logit" (default: f_t is the explained output itself), "probability",
+            "sigmoid" or "auto" (see :func:`quantity_for`).
         features: "scalar" (every scalar of x) or "pixel" (channels grouped; with ``layout``).
 
     Returns:
@@ -276,8 +334,9 @@ def sensitivity_n(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = N
     if not valid or sizes.min() < 1 or sizes.max() > feats.count:
         raise OptionError(f"ns must be a list of ints in [1, {feats.count}] (the number of features), got {ns!r}")
     t = targets_for(model, x, target, scorer)
-    per = subset_correlations(scorer, x, feats, t, baseline_for(x, baseline), [int(s) for s in sizes], n_subsets, seed)
-    return SensitivityN(sizes.astype(np.int64), nanmean(per, axis=1), per)
+    per, undefined = subset_correlations(scorer, x, feats, t, baseline_for(x, baseline), [int(s) for s in sizes],
+                                         n_subsets, seed)
+    return SensitivityN(sizes.astype(np.int64), nanmean(per, axis=1), per, undefined)
 
 
 def mu_fidelity(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None, subset_size: int | None = None,
@@ -291,8 +350,8 @@ def mu_fidelity(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = Non
 
     over ``n_subsets`` random subsets. It is Sensitivity-n at the single n = ``subset_size``
     (default: 20% of the features, as Xplique's ``subset_percent=0.2``; 128 subsets). Other
-    arguments as :func:`sensitivity_n`. Returns (N,) float64, in [-1, 1] (NaN where a side is
-    constant over the subsets).
+    arguments as :func:`sensitivity_n`. Returns (N,) float64, in [-1, 1]; NaN where a side is
+    constant over the subsets (:func:`flat`: a constant map, or an output that does not move).
     """
     x, attr = check_pair(model, x, attr)
     scorer = Scorer(model, runtime, output, batch_size)
@@ -303,7 +362,7 @@ def mu_fidelity(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = Non
         raise OptionError(f"subset_size must be an int in [1, {feats.count}] (the number of features), "
                           f"got {subset_size!r}")
     t = targets_for(model, x, target, scorer)
-    return subset_correlations(scorer, x, feats, t, baseline_for(x, baseline), [int(size)], n_subsets, seed)[0]
+    return subset_correlations(scorer, x, feats, t, baseline_for(x, baseline), [int(size)], n_subsets, seed)[0][0]
 
 
 # ---- deletion and insertion -------------------------------------------------------------------
@@ -312,11 +371,14 @@ class Curve:
     """A deletion or insertion curve.
 
     ``fractions`` (K+1,): fraction of the features removed (deletion) or inserted (insertion),
-    from 0 to 1. ``scores`` (N, K+1): the target score along the way. ``normalized`` (N, K+1):
-    (s - s_baseline) / (s_x - s_baseline), which is 1 at x and 0 at the all-baseline input
-    (NaN where s_x = s_baseline). ``auc`` (N,): sum_{k>=1} normalized_k (fr_k - fr_{k-1}).
-    ``raw_auc`` (N,): the trapezoid area under the raw scores, as RISE and Xplique report it.
-    ``higher_is_better``: False for deletion, True for insertion.
+    from 0 to 1. ``quantity``: what ``scores`` (N, K+1) holds, the target's "probability"
+    (softmax over the classes), "sigmoid" (of a one-output model's value) or "logit" (the raw
+    value). ``normalized`` (N, K+1): (s - s_baseline) / (s_x - s_baseline), 1 at x and 0 at the
+    all-baseline input, NaN where undefined (:func:`undefined_span`). ``plotted``: the curve
+    whose area is the score, ``scores`` for a bounded quantity, ``normalized`` for "logit".
+    ``auc`` (N,): sum_{k>=1} plotted_k (fr_k - fr_{k-1}). ``undefined`` (N,): why an input's
+    ``auc`` is NaN ("" where it is defined). ``raw_auc`` (N,): the trapezoid area under the raw
+    scores, as RISE and Xplique report it. ``higher_is_better``: False for deletion.
     """
 
     fractions: np.ndarray
@@ -325,6 +387,12 @@ class Curve:
     auc: np.ndarray
     raw_auc: np.ndarray
     higher_is_better: bool
+    quantity: str = "probability"
+    undefined: list[str] = field(default_factory=list)
+
+    @property
+    def plotted(self) -> np.ndarray:
+        return self.normalized if self.quantity == "logit" else self.scores
 
     @property
     def mean(self) -> float:
@@ -358,37 +426,50 @@ def perturbation_curve(model: Model, x: np.ndarray, attr: np.ndarray, target: An
         s = scorer(np.concatenate(inputs), np.repeat(t[rows], len(counts)))
         scores[rows] = s.reshape(len(rows), len(counts))
     at_x, at_base = (scores[:, -1], scores[:, 0]) if insert else (scores[:, 0], scores[:, -1])
-    span = (at_x - at_base)[:, None]
+    span_bad = undefined_span(at_x, at_base)
     with np.errstate(invalid="ignore", divide="ignore"):
-        normalized = np.where(span != 0, (scores - at_base[:, None]) / np.where(span != 0, span, 1.0), np.nan)
+        normalized = (scores - at_base[:, None]) / np.where(span_bad, 1.0, at_x - at_base)[:, None]
+    normalized[span_bad] = np.nan
+    quantity = scorer.output
+    plotted = normalized if quantity == "logit" else scores
     fractions = counts / f
     width = np.diff(fractions)[None, :]
-    auc = (normalized[:, 1:] * width).sum(axis=1)
+    auc = (plotted[:, 1:] * width).sum(axis=1)
+    flat_map = flat(feats.relevance)  # a constant map ranks no feature above another
+    auc[flat_map] = np.nan
+    undefined = ["the map is constant: it ranks no feature above another" if flat_map[i] else
+                 (f"the target's {quantity} at the baseline equals that at the input within 1e-6 max(1, |value|), "
+                  "so the curve cannot be normalised" if quantity == "logit" and span_bad[i] else "")
+                 for i in range(n)]
     raw = ((scores[:, 1:] + scores[:, :-1]) / 2 * width).sum(axis=1)
-    return Curve(fractions, scores, normalized, auc, raw, higher_is_better=insert)
+    return Curve(fractions, scores, normalized, auc, raw, insert, quantity, undefined)
 
 
 def deletion(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None, steps: int = 100,
-             baseline: Any = 0.0, output: str = "probability", features: str = "scalar",
+             baseline: Any = 0.0, output: str = "auto", features: str = "scalar",
              layout: str | None = None, batch_size: int = 256, runtime: str = "onnxattr") -> Curve:
     """Deletion (Petsiuk, Das & Saenko 2018, "RISE"): set the features to ``baseline`` in
     decreasing order of relevance (signed; ties by index) and follow the target score.
 
     The curve has a point after each of ``steps`` (default 100) equal slices of the F features
-    (round(k F / steps) removed, duplicates dropped), plus the start. Its score s is the softmax
-    probability of the target over the model's (flattened) output (``output="probability"``,
-    default) or the target logit (``output="logit"``). Both are normalised by the two ends,
+    (round(k F / steps) removed, duplicates dropped), plus the start. Its score s is a bounded
+    quantity, as RISE defines it (``output="auto"``, :func:`quantity_for`): the softmax
+    probability of the target over the model's classes, or the sigmoid of a one-output model's
+    value. Other outputs (an intermediate tensor, ``output="logit"``) give the raw target value,
+    normalised by the curve's two ends,
 
         v(fr) = (s(fr) - s(baseline)) / (s(x) - s(baseline)),
 
-    so v = 1 at x and 0 when everything is removed, and the score is the area under v as a step
-    curve: AUC = sum_{k>=1} v(fr_k) (fr_k - fr_{k-1}) (a right Riemann sum: each point's value
-    holds over the slice just removed). Lower is better: in [0, 1] for a monotone curve, and
-    exactly 0 when the first slice removes all the evidence (a model that reads one pixel,
-    explained by that pixel). A trapezoid would give the perfect map fr_1 / 2 instead, which is
-    why the step rule is used. The raw scores, and their trapezoid area (``raw_auc``, the
-    unnormalised score of RISE and Xplique), are returned too. With the softmax probability the
-    normalised curve can leave [0, 1] where a partly removed input scores below the baseline.
+    which is undefined (NaN, with the reason in ``Curve.undefined``) where
+    |s(x) - s(baseline)| < 1e-6 max(1, |s(x)|): a baseline the model scores like x.
+
+    The score is the area under that curve as a step curve: AUC = sum_{k>=1} v(fr_k)
+    (fr_k - fr_{k-1}) (a right Riemann sum: each point's value holds over the slice just
+    removed), in [0, 1] for a probability. Lower is better: the area is the baseline's score
+    when the first slice removes all the evidence (0 for a normalised curve). A trapezoid would
+    give the perfect map fr_1 / 2 more, which is why the step rule is used. A constant map
+    orders the features by index only, so its AUC is undefined too. The raw scores and their
+    trapezoid area (``raw_auc``, RISE's and Xplique's score) are returned as well.
 
     Returns:
         :class:`Curve` (``auc`` per input, ``mean``, ``fractions``, ``scores``, ``normalized``).
@@ -398,17 +479,18 @@ def deletion(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None, 
 
 
 def insertion(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None, steps: int = 100,
-              baseline: Any = 0.0, output: str = "probability", features: str = "scalar",
+              baseline: Any = 0.0, output: str = "auto", features: str = "scalar",
               layout: str | None = None, batch_size: int = 256, runtime: str = "onnxattr") -> Curve:
     """Insertion (Petsiuk et al. 2018): start from the baseline and put back the features of x in
-    decreasing order of relevance. Points, scores, the normalisation v = (s - s(baseline)) /
-    (s(x) - s(baseline)) and the step-curve AUC are as in :func:`deletion`; here v goes from 0 to 1
-    and higher is better (exactly 1 when the first slice inserts all the evidence)."""
+    decreasing order of relevance. Points, the score (a probability by default, or the
+    normalised raw value), the undefined cases and the step-curve AUC are as in
+    :func:`deletion`; here higher is better (the input's score when the first slice inserts all
+    the evidence; 1 for a normalised curve)."""
     return perturbation_curve(model, x, attr, target, True, steps, baseline, output, features, layout,
                               batch_size, runtime)
 
 
 __all__ = [
     "Curve", "Scorer", "SensitivityN", "default_ns", "deletion", "insertion", "mu_fidelity",
-    "ort_session", "sensitivity_n",
+    "ort_session", "quantity_for", "sensitivity_n",
 ]

@@ -3,7 +3,7 @@ ICML 2024, "Saliency strikes back: How filtering out high frequencies improves w
 explanations").
 
 Gradient maps carry high-frequency noise that strided downsampling aliases into them. This module
-measures it (:func:`power_spectrum`), removes it (:func:`lowpass`, FORGrad's ideal low-pass
+measures it (:func:`power_spectrum`, :func:`high_frequency_share`), removes it (:func:`lowpass`, FORGrad's ideal low-pass
 filter) and picks the cutoff per model from a faithfulness metric (:func:`select_cutoff`).
 
 Frequencies are in cycles per pixel: the FFT bins of an axis of n pixels are
@@ -172,3 +172,18 @@ def select_cutoff(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = N
         result.holdout_score = _score(model, x[held], filtered, t[held], metric, metric_options)
         result.holdout_unfiltered = _score(model, x[held], attr[held], t[held], metric, metric_options)
     return result
+
+
+def high_frequency_share(attr: np.ndarray, layout: str | None = None, above: float = 0.25) -> np.ndarray:
+    """Per sample, the share of a map's spectral power |FFT2|^2 at radial frequencies >= ``above``
+    cycles per pixel (default half the Nyquist frequency); maps summed over their channels
+    (``attr`` as in :func:`power_spectrum`). NaN for an all-zero map. Returns (N,) float64."""
+    a = np.asarray(attr, dtype=np.float64)
+    _spatial_axes(a, layout)
+    maps = to_2d(a, layout) if a.ndim == 4 else a
+    h, w = maps.shape[1:]
+    power = np.abs(np.fft.fft2(maps, axes=(1, 2))) ** 2
+    r = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :])
+    total = power.sum(axis=(1, 2))
+    high = power[:, r >= above].sum(axis=1)
+    return np.where(total > 0, high / np.where(total > 0, total, 1.0), np.nan)
