@@ -144,6 +144,27 @@ def test_one_session_serves_every_batch_size_and_baked_weights_by_identity():
     assert ortk.cached_sessions() == 0
 
 
+def test_derived_weights_are_made_once_per_constant_and_key():
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    calls = []
+
+    def positive(a):
+        calls.append(1)
+        return np.maximum(a, 0)
+
+    assert not ortk.is_constant(w)
+    assert ortk.derived(w, ("pos",), positive) is not ortk.derived(w, ("pos",), positive)  # not constant
+    ortk.mark_constant(w)
+    assert ortk.is_constant(w) and not ortk.is_constant(w.copy())
+    first = ortk.derived(w, ("pos",), positive)
+    calls.clear()
+    assert ortk.derived(w, ("pos",), positive) is first and not calls
+    assert ortk.is_constant(first)
+    np.testing.assert_array_equal(first, np.maximum(w, 0))
+    assert ortk.derived(w, ("neg",), lambda a: np.minimum(a, 0)) is not first
+
+
 def test_supported_dtypes():
     assert ortk.supported("Conv", np.float32) and not ortk.supported("Conv", np.float64)
     assert ortk.supported("MatMul", np.float64) and not ortk.supported("MatMul", np.int64)

@@ -27,9 +27,10 @@ Visin 2016, "A guide to convolution arithmetic for deep learning", relationships
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -41,7 +42,8 @@ OPSET = 17
 #: how many sessions stay cached (least recently used dropped first); ResNet-50 with an LRP
 #: composite needs about four per convolution
 CACHE_SIZE = 1024
-#: graph optimization level of the single-op sessions (measured in tools/bench_kernels.py)
+#: graph optimization level of the sessions made from now on (part of the cache key; measured
+#: in tools/bench_kernels.py)
 OPTIMIZATION = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 _FLOAT32_ONLY = ("Conv", "ConvTranspose")
@@ -157,6 +159,49 @@ def dense_data_vjp(g: np.ndarray, w: np.ndarray, constant: bool = True) -> np.nd
     return _run("MatMul", {}, g, [w], constant, transform="transpose")
 
 
+# ---- constants: a model's parameters and the weights derived from them -------------------------
+
+_CONSTANTS: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
+_DERIVED: dict[tuple[int, Hashable], np.ndarray] = {}
+_DERIVED_LOCK = threading.Lock()
+
+
+def mark_constant(*arrays: np.ndarray | None) -> None:
+    """Declare arrays constant (a loaded model's parameters): :func:`is_constant` answers True for
+    these very objects while they live. They must not be modified in place afterwards."""
+    for a in arrays:
+        if isinstance(a, np.ndarray):
+            _CONSTANTS[id(a)] = a
+
+
+def is_constant(a: np.ndarray | None) -> bool:
+    """Whether ``a`` is an array declared constant (by :func:`mark_constant` or made by
+    :func:`derived`): the ``constant=`` argument of the kernels for a weight."""
+    return a is not None and _CONSTANTS.get(id(a)) is a
+
+
+def derived(w: np.ndarray, key: Hashable, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``make(w)`` for a constant ``w``, computed once while ``w`` lives and itself constant: the
+    same array object for the same (w, key), so that the sessions it is baked into are reused.
+
+    ``key`` names the map with its parameters (e.g. ``("gamma+", 0.25)`` for W + 0.25 W+): LRP's
+    modified weights, computed once per model and rule. A ``w`` that is not constant gets
+    ``make(w)`` afresh.
+    """
+    if not is_constant(w):
+        return make(w)
+    k = (id(w), key)
+    with _DERIVED_LOCK:
+        value = _DERIVED.get(k)
+    if value is None:
+        value = make(w)
+        mark_constant(value)
+        with _DERIVED_LOCK:
+            value = _DERIVED.setdefault(k, value)
+        weakref.finalize(w, _DERIVED.pop, k, None)
+    return value
+
+
 # ---- sessions ---------------------------------------------------------------------------------
 
 class _Cache:
@@ -211,7 +256,7 @@ def _run(op: str, attrs: dict[str, Any], x: np.ndarray, params: Sequence[np.ndar
     layout = tuple(p is not None for p in params)
     n_threads = threads.num_threads()
     frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items()))
-    head = (op, frozen, transform, x.dtype.str, x.shape[1:], layout, n_threads)
+    head = (op, frozen, transform, x.dtype.str, x.shape[1:], layout, n_threads, OPTIMIZATION)
     if constant:
         key = head + tuple(id(p) for p in present)
     else:
