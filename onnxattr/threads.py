@@ -3,7 +3,7 @@
 The count defaults to the CPUs this process may run on (its affinity, so a Ray actor limited to
 one CPU uses one), or ``ONNXATTR_NUM_THREADS`` from the environment; :func:`set_num_threads`
 changes it. Sessions made afterwards use it (cached ones are keyed by it), and it is applied to
-the BLAS that NumPy links.
+the BLAS that NumPy links when it is first read and whenever it is set.
 
 The two pools must not fight over the cores. onnxruntime's sessions run with spinning off
 (:func:`onnxattr.kernels.onnxruntime.session_options`). OpenBLAS's workers instead keep spinning
@@ -49,7 +49,9 @@ def num_threads() -> int:
         with _lock:
             if _count is None:
                 value = os.environ.get(ENV, "").strip()
-                _count = _checked(value, ENV) if value else available_cpus()
+                count = _checked(value, ENV) if value else available_cpus()
+                _apply_to_blas(count)
+                _count = count
     return _count
 
 
@@ -58,11 +60,18 @@ def set_num_threads(n: int | None) -> None:
     from ONNXATTR_NUM_THREADS or the process's affinity)."""
     global _count
     with _lock:
-        _count = None if n is None else _checked(n, "set_num_threads(n)")
-    count = num_threads()
+        if n is None:
+            _count = None
+        else:
+            _count = _checked(n, "set_num_threads(n)")
+            _apply_to_blas(_count)
+    num_threads()
+
+
+def _apply_to_blas(n: int) -> None:
     blas = _blas_control()
     if blas is not None:
-        blas.set(count)
+        blas.set(n)
 
 
 def blas_threads() -> int | None:

@@ -189,13 +189,17 @@ def test_thread_count_defaults_to_the_affinity(monkeypatch, restore_threads):
 
 
 def test_thread_count_from_the_environment_and_the_setter(monkeypatch, restore_threads):
+    blas = threads.blas_threads() is not None
+    monkeypatch.setenv(threads.ENV, "1")
+    threads.set_num_threads(None)
+    assert threads.num_threads() == 1
+    assert not blas or threads.blas_threads() == 1  # applied to BLAS when first read
     monkeypatch.setenv(threads.ENV, "3")
     threads.set_num_threads(None)
     assert threads.num_threads() == 3
-    threads.set_num_threads(1)
-    assert threads.num_threads() == 1
-    if threads.blas_threads() is not None:
-        assert threads.blas_threads() == 1
+    threads.set_num_threads(2)
+    assert threads.num_threads() == 2
+    assert not blas or threads.blas_threads() == 2
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "two"])

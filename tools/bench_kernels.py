@@ -10,7 +10,9 @@ block list, bias as after BatchNorm fusion) it times, in one process and on the 
 - ``ort vjp (ConvTranspose)``: the data vjp of the stride-1 layers through ConvTranspose instead
   of the flipped Conv;
 each onnxruntime job at every graph optimization level asked for (``--levels``: 'all' adds the
-NCHWc layout transform of x86), and once onnxruntime's whole ResNet-18 forward, the yardstick of tools/bench.py. Each round runs
+NCHWc layout transform of x86), and once onnxruntime's whole ResNet-18 forward, the yardstick of tools/bench.py. A second
+table compares NumPy's products with ``dense``, ``dense_data_vjp`` and ``matmul`` on BERT-base's
+shapes (8 x 128 tokens) and ResNet-18's classifier. Each round runs
 every job once, the NumPy jobs first with BLAS at the library's thread count, then (after a pause
 in which OpenBLAS's workers stop spinning) the onnxruntime jobs with BLAS held to one thread
 (``threads.blas_limit``, as the onnxruntime path runs). Medians over the rounds; the sums of the
@@ -187,6 +189,69 @@ def report(medians: dict[str, dict[str, float]], whole: float, per_layer: bool) 
     return "\n".join(lines)
 
 
+#: (name, x shape, w shape or None for a product of two activations): BERT-base's dense layers
+#: and attention products at 8 x 128 tokens, and ResNet-18's classifier at batch 8
+PRODUCTS = [
+    ("bert qkv/out 768x768", (8, 128, 768), (768, 768)),
+    ("bert ffn up 768x3072", (8, 128, 768), (768, 3072)),
+    ("bert ffn down 3072x768", (8, 128, 3072), (3072, 768)),
+    ("bert Q K^T", (8, 12, 128, 64), None),
+    ("bert A V", (8, 12, 128, 128), None),
+    ("resnet fc 512x1000", (8, 512), (512, 1000)),
+]
+
+
+def product_jobs(rng: np.random.Generator) -> list[tuple[str, dict[str, Callable], dict[str, Callable]]]:
+    """NumPy and onnxruntime jobs of the products in PRODUCTS (Dense with its vjp, or MatMul)."""
+    out = []
+    for name, xs, ws in PRODUCTS:
+        x = rng.standard_normal(xs).astype(np.float32)
+        if ws is None:
+            other = rng.standard_normal(xs[:-2] + (xs[-1], 128 if xs[-1] == 64 else 64)).astype(np.float32)
+            out.append((name, {"numpy fwd": lambda x=x, o=other: x @ o},
+                        {"ort fwd": lambda x=x, o=other: ortk.matmul(x, o)}))
+            continue
+        w = (rng.standard_normal(ws) / np.sqrt(ws[0])).astype(np.float32)
+        b = rng.standard_normal(ws[1]).astype(np.float32)
+        g = rng.standard_normal(xs[:-1] + (ws[1],)).astype(np.float32)
+        op = make_op("Dense", {}, 17, name)
+        flat = x.reshape(-1, ws[0])
+        numpy_jobs = {"numpy fwd (Dense op)": lambda x=x, w=w, b=b, op=op: op.forward(x, w, b),
+                      "numpy fwd (2-D product)": lambda x=flat, w=w, b=b: x @ w + b,
+                      "numpy vjp": lambda g=g, w=w: g @ w.T}
+        out.append((name, numpy_jobs,
+                    {"ort fwd": lambda x=x, w=w, b=b: ortk.dense(x, w, b),
+                     "ort fwd (w input)": lambda x=x, w=w, b=b: ortk.dense(x, w, b, constant=False),
+                     "ort vjp": lambda g=g, w=w: ortk.dense_data_vjp(g, w),
+                     "ort vjp (w input)": lambda g=g, w=w: ortk.dense_data_vjp(g, w, constant=False)}))
+    return out
+
+
+def run_products(repeats: int) -> str:
+    """A table of the products' medians (ms), NumPy's BLAS against onnxruntime's MLAS."""
+    ortk.OPTIMIZATION = LEVELS["all"]
+    jobs = product_jobs(np.random.default_rng(2))
+    for _, _numpy, ort_jobs in jobs:
+        for fn in ort_jobs.values():
+            fn()
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(repeats):
+        for name, numpy_jobs, _ort in jobs:
+            for col, fn in numpy_jobs.items():
+                times.setdefault((name, col), []).append(timed(fn))
+        time.sleep(0.3)
+        with threads.blas_limit(1):
+            for name, _numpy, ort_jobs in jobs:
+                for col, fn in ort_jobs.items():
+                    times.setdefault((name, col), []).append(timed(fn))
+    columns = list(dict.fromkeys(col for _, col in times))
+    lines = ["| product | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, _, _ in jobs:
+        cells = [f"{1e3 * statistics.median(times[(name, c)]):.2f}" if (name, c) in times else "" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -194,13 +259,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--levels", nargs="+", default=["all", "extended"], choices=list(LEVELS))
     parser.add_argument("--per-layer", action="store_true", help="print every layer's medians")
+    parser.add_argument("--products-only", action="store_true", help="only the Dense/MatMul table")
     args = parser.parse_args(argv)
     blas = threads.blas_threads()
     print(f"threads: {threads.num_threads()} (onnxruntime and BLAS; BLAS pool now {blas}), "
           f"onnxruntime {ort.__version__}, numpy {np.__version__}, batch {args.batch}, "
           f"{args.size}x{args.size}, {args.repeats} rounds\n")
-    medians, whole = run(args.levels, args.batch, args.size, args.repeats)
-    print(report(medians, whole, args.per_layer), flush=True)
+    if not args.products_only:
+        medians, whole = run(args.levels, args.batch, args.size, args.repeats)
+        print(report(medians, whole, args.per_layer) + "\n", flush=True)
+    print(run_products(args.repeats), flush=True)
 
 
 if __name__ == "__main__":
