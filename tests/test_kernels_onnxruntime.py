@@ -69,6 +69,19 @@ def test_conv_data_vjp_at_stride_1_both_ways(pads):
     close(ortk.conv_data_vjp(g, w, geometry, x.shape[2:]), op.vjp(ctx, [g], [True, False])[0])
 
 
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 1, 2), (3, 3, 3, 3)])
+@pytest.mark.parametrize("dilations", [(1, 1), (2, 1)])
+def test_conv_transpose_at_stride_1_both_ways(pads, dilations):
+    # pads within the kernel's extent take the flipped Conv (bias and groups included)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 4, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    attrs = {"pads": list(pads), "dilations": list(dilations), "group": 2}
+    (want,), _ = make_op("ConvTranspose", attrs, 17, "convT").forward(x, w, b)
+    close(ortk.conv_transpose(x, w, b, ortk.ConvGeometry((1, 1), dilations, pads, 2)), want)
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_conv_transpose_equals_the_numpy_op(seed):
     rng = np.random.default_rng(seed)
@@ -86,8 +99,11 @@ def test_conv_transpose_equals_the_numpy_op(seed):
     x = rng.standard_normal((int(rng.integers(1, 4)), w.shape[0]) + spatial).astype(np.float32)
     bias = rng.standard_normal(w.shape[1] * geometry.group).astype(np.float32)
     op = make_op("ConvTranspose", dict(attrs, output_padding=adj), 17, "convT")
-    (want,), _ = op.forward(x, w, bias)
+    (want,), ctx = op.forward(x, w, bias)
     close(ortk.conv_transpose(x, w, bias, geometry, adj), want)
+    # its vjp is the Conv of the same geometry (output_padding < stride: the extra cells unread)
+    g = rng.standard_normal(want.shape).astype(np.float32)
+    close(ortk.conv(g, w, None, geometry), op.vjp(ctx, [g], [True, False, False])[0])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -261,8 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-layer", action="store_true", help="print every layer's medians")
     parser.add_argument("--products-only", action="store_true", help="only the Dense/MatMul table")
     args = parser.parse_args(argv)
-    blas = threads.blas_threads()
-    print(f"threads: {threads.num_threads()} (onnxruntime and BLAS; BLAS pool now {blas}), "
+    count = threads.num_threads()  # applies the count to BLAS too
+    print(f"threads: {count} (onnxruntime; BLAS pool {threads.blas_threads()}), "
           f"onnxruntime {ort.__version__}, numpy {np.__version__}, batch {args.batch}, "
           f"{args.size}x{args.size}, {args.repeats} rounds\n")
     if not args.products_only:

@@ -102,7 +102,18 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geometry: ConvGeome
 def conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, geometry: ConvGeometry,
                    output_padding: Sequence[int] | None = None, constant: bool = True) -> np.ndarray:
     """ONNX ConvTranspose with explicit pads (w of shape (C, O/G, *kernel)): the adjoint of
-    Conv's input map, plus the bias; ``output_padding`` cells are added at the end of each axis."""
+    Conv's input map, plus the bias; ``output_padding`` cells are added at the end of each axis.
+
+    With stride 1 and pads within the kernel's extent e = d (k - 1) it runs as the Conv of x with
+    the flipped, transposed kernel and pads e - pad (faster than onnxruntime's ConvTranspose).
+    """
+    nd = geometry.rank
+    extent = [d * (k - 1) for k, d in zip(w.shape[2:], geometry.dilations)]
+    if all(s == 1 for s in geometry.strides) and not any(output_padding or ()) and all(
+            0 <= p <= e for p, e in zip(geometry.pads, extent + extent)):
+        pads = tuple(e - p for p, e in zip(geometry.pads, extent + extent))
+        flipped = ConvGeometry((1,) * nd, geometry.dilations, pads, geometry.group)
+        return _run("Conv", flipped.attrs(), x, [w, b], constant, transform="flip")
     attrs = geometry.attrs()
     if output_padding is not None and any(output_padding):
         attrs["output_padding"] = [int(v) for v in output_padding]
@@ -120,10 +131,9 @@ def conv_data_vjp(g: np.ndarray, w: np.ndarray, geometry: ConvGeometry, spatial:
     n + pad_b + pad_e - (d (k - 1) + 1) - s (o - 1) (< s: the cells Conv's floor left unread).
     """
     nd = geometry.rank
-    kernel = w.shape[2:]
     out = g.shape[2:]
     begin, end = geometry.pads[:nd], geometry.pads[nd:]
-    extent = [d * (k - 1) for k, d in zip(kernel, geometry.dilations)]
+    extent = [d * (k - 1) for k, d in zip(w.shape[2:], geometry.dilations)]
     if all(s == 1 for s in geometry.strides):
         tb = [e - p for e, p in zip(extent, begin)]
         te = [n - o + p for n, o, p in zip(spatial, out, begin)]
@@ -161,26 +171,28 @@ def dense_data_vjp(g: np.ndarray, w: np.ndarray, constant: bool = True) -> np.nd
 
 # ---- constants: a model's parameters and the weights derived from them -------------------------
 
-_CONSTANTS: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
-_DERIVED: dict[tuple[int, Hashable], np.ndarray] = {}
+_CONSTANTS: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+_DERIVED: dict[tuple[int, Hashable], Any] = {}
 _DERIVED_LOCK = threading.Lock()
 
 
-def mark_constant(*arrays: np.ndarray | None) -> None:
+def mark_constant(*arrays: Any) -> None:
     """Declare arrays constant (a loaded model's parameters): :func:`is_constant` answers True for
-    these very objects while they live. They must not be modified in place afterwards."""
+    these very objects while they live. They must not be modified in place afterwards. Any array
+    that takes a weak reference can be marked (CuPy's too, so that :func:`derived` caches LRP's
+    modified weights on the GPU as well)."""
     for a in arrays:
-        if isinstance(a, np.ndarray):
+        if a is not None:
             _CONSTANTS[id(a)] = a
 
 
-def is_constant(a: np.ndarray | None) -> bool:
+def is_constant(a: Any) -> bool:
     """Whether ``a`` is an array declared constant (by :func:`mark_constant` or made by
     :func:`derived`): the ``constant=`` argument of the kernels for a weight."""
     return a is not None and _CONSTANTS.get(id(a)) is a
 
 
-def derived(w: np.ndarray, key: Hashable, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def derived(w: Any, key: Hashable, make: Callable[[Any], Any]) -> Any:
     """``make(w)`` for a constant ``w``, computed once while ``w`` lives and itself constant: the
     same array object for the same (w, key), so that the sessions it is baked into are reused.
 
