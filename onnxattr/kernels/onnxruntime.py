@@ -73,14 +73,6 @@ class ConvGeometry:
         return {"strides": list(self.strides), "dilations": list(self.dilations),
                 "pads": list(self.pads), "group": self.group}
 
-    def output_spatial(self, spatial: Sequence[int], kernel: Sequence[int]) -> tuple[int, ...]:
-        """Conv's output size: floor((n + pad_b + pad_e - d (k - 1) - 1) / s) + 1 per axis."""
-        nd = self.rank
-        return tuple(
-            (n + b + e - d * (k - 1) - 1) // s + 1
-            for n, b, e, d, k, s in zip(spatial, self.pads[:nd], self.pads[nd:], self.dilations, kernel, self.strides)
-        )
-
 
 def supported(op_type: str, dtype: Any, geometry: ConvGeometry | None = None,
               output_padding: Sequence[int] | None = None) -> bool:
