@@ -176,11 +176,14 @@ _DERIVED_LOCK = threading.Lock()
 def mark_constant(*arrays: Any) -> None:
     """Declare arrays constant (a loaded model's parameters): :func:`is_constant` answers True for
     these very objects while they live. They must not be modified in place afterwards. Any array
-    that takes a weak reference can be marked (CuPy's too, so that :func:`derived` caches LRP's
-    modified weights on the GPU as well)."""
+    type that takes a weak reference can be marked (so :func:`derived` may cache GPU weights too);
+    one that takes none stays unmarked, and its derived weights are made afresh."""
     for a in arrays:
         if a is not None:
-            _CONSTANTS[id(a)] = a
+            try:
+                _CONSTANTS[id(a)] = a
+            except TypeError:  # no weak reference to this type
+                continue
 
 
 def is_constant(a: Any) -> bool:
