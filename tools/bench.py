@@ -36,10 +36,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
-#: threads of onnxruntime, numpy's BLAS and torch (the issue's machine has 2 cores); set
-#: BENCH_THREADS=1 to compare the kernels on one core, which a busy machine disturbs less
+#: threads of onnxruntime, numpy's BLAS, onnxattr's own sessions and torch (the issue's machine
+#: has 2 cores); set BENCH_THREADS=1 to compare the kernels on one core, which a busy machine disturbs less
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ONNXATTR_NUM_THREADS"):
     os.environ[_var] = str(THREADS)
 
 import numpy as np  # noqa: E402  (after the thread settings)
