@@ -61,11 +61,12 @@ def fold_constants(
         size = result_bytes(n, args, shapes, dtypes, proto)
         used += size
         if size > max_bytes or used > budget:
-            what = "its result" if size > max_bytes else "the folded constants together"
+            why = (f"would allocate {_human(size)}, over max_fold_bytes ({_human(max_bytes)})" if size > max_bytes
+                   else f"would bring the folded constants to {_human(used)}, over {_human(budget)} "
+                        f"(max_fold_bytes plus {_OWN_FACTOR}x the model's own tensors)")
             raise ModelError(
-                f"node {n.name!r} ({escape_text(n.op_type)}): folding it at load would allocate "
-                f"{_human(size)}; {what} may take at most {_human(max_bytes if size > max_bytes else budget)} "
-                f"(load(..., max_fold_bytes=) raises the limit for a model you trust)"
+                f"node {n.name!r} ({escape_text(n.op_type)}): folding it at load {why}; "
+                f"load(..., max_fold_bytes=) raises the limit for a model you trust"
             )
         outs, _ = n.op.forward(*args)
         for t, v in zip(n.outputs, outs):

@@ -235,10 +235,10 @@ def _check_input(info: TensorInfo) -> None:
 
 def _check_weights(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple]) -> None:
     for n in nodes:
-        if n.op_type in ("Conv", "ConvTranspose") and len(n.inputs) > 1:
-            bias = constants.get(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] else None
-            validate.check_weights(n.name, n.op_type, n.op.attrs, shapes.get(n.inputs[0]),
-                                   constants.get(n.inputs[1]), bias)
+        params = [constants.get(t) if t else None for t in n.inputs]
+        x_shape = shapes.get(n.inputs[0]) if n.inputs else None
+        out_shape = shapes.get(n.outputs[0]) if n.outputs else None
+        validate.check_parameters(n.name, n.op_type, n.op.attrs, params, x_shape, out_shape)
 
 
 def _check_computable(nodes: list[Node], constants: dict[str, np.ndarray], input_name: str, output_name: str,

@@ -9,8 +9,8 @@ at load with UnsupportedOpError, never failing later. Kept here:
   the newest opset onnxattr's kernels follow is unsupported (``check_op_version``);
 - strict shape and type inference, which catches mismatched weight shapes (MatMul, Gemm,
   BatchNormalization, broadcasting) naming the node (``infer_shapes``);
-- what inference does not check: Conv/ConvTranspose channels against their weights and biases
-  (``check_weights``), and the explained input's declared shape and dtype (``check_input``).
+- what inference does not check: layers' constant weights and biases against their inputs
+  (``check_parameters``: Conv channels and groups, Gemm's C, PRelu's slope, norms' scales).
 """
 from __future__ import annotations
 
@@ -93,31 +93,76 @@ def infer_shapes(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
 
     Declared shapes of intermediate tensors and outputs are dropped first: onnxruntime ignores
     one that disagrees with inference (after a warning), while declared element types must agree,
-    as onnxruntime demands."""
+    as onnxruntime demands. Declarations of initializers are dropped: their dims are their shape. Without ONNX's data propagation: it computes the values of shape
+    ops in full, so a ``Range`` to 1e12 would exhaust memory here."""
     bare = onnx.ModelProto()
     bare.CopyFrom(proto)
-    for v in list(bare.graph.value_info) + list(bare.graph.output):
+    g = bare.graph
+    weights = {t.name for t in g.initializer}
+    kept = [v for v in g.value_info if v.name not in weights]  # an initializer's own dims are its shape
+    del g.value_info[:]
+    g.value_info.extend(kept)
+    for v in list(g.value_info) + list(g.output):
         if v.type.HasField("tensor_type"):
             v.type.tensor_type.ClearField("shape")
     try:
-        return onnx.shape_inference.infer_shapes(bare, check_type=True, strict_mode=True, data_prop=True)
+        return onnx.shape_inference.infer_shapes(bare, check_type=True, strict_mode=True)
     except Exception as e:  # InferenceError, and ValueError/RuntimeError from onnx's C++ side
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise ModelError(f"{where} fails ONNX shape inference: {escape_text(first.strip())}") from None
 
 
-def check_weights(node_name: str, op_type: str, attrs: dict, x_shape: tuple | None, w: np.ndarray | None,
-                  b: np.ndarray | None) -> None:
-    """ModelError naming the node where a Conv's or ConvTranspose's weight or bias does not fit
-    its input (ONNX's shape inference does not check channels; onnxruntime fails on the first
-    run)."""
-    if w is None or op_type not in ("Conv", "ConvTranspose"):
-        return
+def check_parameters(node_name: str, op_type: str, attrs: dict, params: list[np.ndarray | None],
+                     x_shape: tuple | None, out_shape: tuple | None) -> None:
+    """ModelError naming the node where a layer's constant weight or bias does not fit its input
+    (ONNX's shape inference does not check these; onnxruntime fails on the first run).
+
+    ``params``: the constant value of each input of the node (None where not constant);
+    ``x_shape``, ``out_shape``: the inferred shapes of its first input and output. Checked:
+    Conv/ConvTranspose channels, groups, kernel_shape and bias; a Gemm's C (to its output), a PRelu's slope
+    and a LayerNormalization's scale and bias (to the input), which must broadcast one way;
+    an InstanceNormalization's scale and bias, one value per channel.
+    """
+    def param(i: int) -> np.ndarray | None:
+        return params[i] if len(params) > i else None
+
+    if op_type in ("Conv", "ConvTranspose") and param(1) is not None:
+        _check_conv(node_name, op_type, attrs, x_shape, param(1), param(2))
+    targets = {"Gemm": [(2, "C", out_shape)], "PRelu": [(1, "slope", x_shape)],
+               "LayerNormalization": [(1, "scale", x_shape), (2, "bias", x_shape)]}
+    for i, what, target in targets.get(op_type, []):
+        p = param(i)
+        if p is not None and target is not None and not _broadcasts(p.shape, target):
+            _bad(node_name, op_type, f"{what} of shape {p.shape} does not broadcast to {_show(target)}")
+    if op_type == "InstanceNormalization" and x_shape is not None and len(x_shape) > 1 and isinstance(x_shape[1], int):
+        for i, what in ((1, "scale"), (2, "bias")):
+            p = param(i)
+            if p is not None and p.shape != (x_shape[1],):
+                _bad(node_name, op_type, f"{what} of shape {p.shape}; the input has {x_shape[1]} channels")
+
+
+def _broadcasts(shape: tuple, target: tuple) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``target`` without growing it (None in
+    ``target``: a size unknown at load, which only 1 or the same size could fit)."""
+    if len(shape) > len(target):
+        return False
+    return all(d == 1 or t is None or d == t for d, t in zip(reversed(shape), reversed(target)))
+
+
+def _show(shape: tuple) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+
+
+def _check_conv(node_name: str, op_type: str, attrs: dict, x_shape: tuple | None, w: np.ndarray,
+                b: np.ndarray | None) -> None:
     group = int(attrs.get("group", 1))
     rank = None if x_shape is None else len(x_shape)
     channels = x_shape[1] if x_shape is not None and len(x_shape) > 1 else None
     if w.ndim < 3 or (rank is not None and w.ndim != rank):
         _bad(node_name, op_type, f"weight of shape {w.shape} for an input of rank {rank}")
+    kernel = attrs.get("kernel_shape")
+    if kernel is not None and tuple(kernel) != w.shape[2:]:
+        _bad(node_name, op_type, f"kernel_shape {list(kernel)} differs from the weight's spatial shape {w.shape[2:]}")
     if group < 1 or w.shape[0] % group:
         _bad(node_name, op_type, f"weight of shape {w.shape} cannot be split into group={group} groups")
     if op_type == "Conv":
