@@ -368,16 +368,25 @@ def _prune(nodes: list[Node], input_name: str, output_name: str) -> list[Node]:
 
 def _sorted(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` with its nodes in topological order (the checker requires it; some exporters
-    write them out of order). Returns ``proto`` itself when already sorted."""
+    write them out of order). Returns ``proto`` itself when already sorted. ModelError, naming
+    the nodes, for a tensor that two nodes write or for a cycle."""
     nodes = list(proto.graph.node)
-    producer = {t: i for i, n in enumerate(nodes) for t in n.output if t}
+    names = [n.name or f"{escape_text(n.op_type)}_{i}" for i, n in enumerate(nodes)]
+    producer: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for t in n.output:
+            if t in producer:
+                raise ModelError(f"tensor {t!r} is written by two nodes, {names[producer[t]]!r} and {names[i]!r}")
+            if t:
+                producer[t] = i
     g = nx.DiGraph()
     g.add_nodes_from(range(len(nodes)))
     g.add_edges_from((producer[t], i) for i, n in enumerate(nodes) for t in n.input if t in producer)
     try:
         order = list(nx.lexicographical_topological_sort(g))
-    except nx.NetworkXUnfeasible as e:
-        raise ModelError("the graph has a cycle") from e
+    except nx.NetworkXUnfeasible:
+        cycle = [names[i] for i, _ in nx.find_cycle(g)]
+        raise ModelError(f"the graph has a cycle through nodes {cycle}") from None
     if order == list(range(len(nodes))):
         return proto
     proto = onnx.ModelProto.FromString(proto.SerializeToString())

@@ -93,7 +93,8 @@ def infer_shapes(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
 
     Declared shapes of intermediate tensors and outputs are dropped first: onnxruntime ignores
     one that disagrees with inference (after a warning), while declared element types must agree,
-    as onnxruntime demands. Declarations of initializers are dropped: their dims are their shape. Without ONNX's data propagation: it computes the values of shape
+    as onnxruntime demands. Declarations of initializers are dropped: their dims are their shape.
+    A negative input dimension is made unknown (onnxruntime takes any size there). Without ONNX's data propagation: it computes the values of shape
     ops in full, so a ``Range`` to 1e12 would exhaust memory here."""
     bare = onnx.ModelProto()
     bare.CopyFrom(proto)
@@ -105,6 +106,10 @@ def infer_shapes(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
     for v in list(g.value_info) + list(g.output):
         if v.type.HasField("tensor_type"):
             v.type.tensor_type.ClearField("shape")
+    for v in g.input:  # a negative size is free in onnxruntime, not a size to check against
+        for d in v.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.ClearField("dim_value")
     try:
         return onnx.shape_inference.infer_shapes(bare, check_type=True, strict_mode=True)
     except Exception as e:  # InferenceError, and ValueError/RuntimeError from onnx's C++ side

@@ -157,6 +157,7 @@ def check_case(judges, tmp_path: Path, data: bytes, source: Path) -> None:
     if ours["status"] != "ok":
         assert ours["class"] in DOCUMENTED, what
         assert _names_something(ours["error"], names, str(path)), f"the message names nothing\n{what}"
+        assert ours["error"].isprintable(), f"the message carries control characters from the model\n{what}"
     if ort_v["status"] == "ok":
         assert ours["status"] == "ok" or (ours["status"] == "refused" and ours["class"] == "UnsupportedOpError"), (
             f"onnxruntime runs the model; onnxattr must run it or refuse it at load as unsupported\n{what}")
@@ -329,6 +330,147 @@ OPS_XFAIL = {
 ], ids=[f"{c[0]}-{c[1]}-{c[2]}={c[3]}" for c in ATTRIBUTE_CASES])
 def test_invalid_attribute(judges, tmp_path, stem, op_type, name, value):
     check_case(judges, tmp_path, with_attribute(source(stem), op_type, name, value), source(stem))
+
+
+
+# ---- random attribute values ------------------------------------------------------------------
+N_ATTRIBUTES = 3
+ODD_INTS = [-2, -1, 0, 1, 2, 3, 9, 1 << 31]
+
+
+def random_attribute(src: Path, k: int) -> bytes:
+    """``src`` with one int (or one entry of an int list) of one node's attributes replaced by
+    an odd value."""
+    m = onnx.load(src)
+    rng = np.random.default_rng([SEED, 4, SOURCES.index(src), k])
+    slots = [(n, a) for n in m.graph.node for a in n.attribute
+             if a.type == onnx.AttributeProto.INT or (a.type == onnx.AttributeProto.INTS and len(a.ints))]
+    node, attr = slots[int(rng.integers(len(slots)))]
+    value = int(rng.choice(ODD_INTS))
+    if attr.type == onnx.AttributeProto.INT:
+        attr.i = value
+    else:
+        attr.ints[int(rng.integers(len(attr.ints)))] = value
+    return m.SerializeToString()
+
+
+ATTR_FUZZ_CASES = [(s, k) for s in SOURCES for k in range(N_ATTRIBUTES)]
+
+
+@pytest.mark.parametrize("source,k", ATTR_FUZZ_CASES, ids=[f"{s.stem}-{k}" for s, k in ATTR_FUZZ_CASES])
+def test_random_attribute(judges, tmp_path, source, k):
+    check_case(judges, tmp_path, random_attribute(source, k), source)
+
+
+# ---- model-level defects, folding bombs and hostile names ---------------------------------------
+def _edit(stem: str, change) -> bytes:
+    m = onnx.load(source(stem))
+    change(m)
+    return m.SerializeToString()
+
+
+def _set_opset(version: int):
+    def change(m):
+        next(o for o in m.opset_import if o.domain in ("", "ai.onnx")).version = version
+    return change
+
+
+def _ir3_unlisted(m):
+    m.ir_version = 3
+    del m.opset_import[:]
+    m.opset_import.append(helper.make_opsetid("", 8))
+
+
+def _input_dim(value: int):
+    def change(m):
+        m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = value
+    return change
+
+
+def _bare_output(m):
+    m.graph.output[0].type.tensor_type.ClearField("shape")
+
+
+def _drop_initializer(m):
+    del m.graph.initializer[0]
+
+
+def _cycle(m):
+    m.graph.node[0].input[0] = m.graph.node[-1].output[0]
+
+
+def _twice_written(m):
+    m.graph.node[1].output[0] = m.graph.node[0].output[0]
+
+
+def _unknown_op(m):
+    m.graph.node[-1].op_type = "NoSuchOp\x1b[2J"
+
+
+def _hostile_names(m):
+    """Every node named with terminal escapes and a right-to-left override, and one node made
+    invalid, so that the refusal prints a hostile name."""
+    for i, n in enumerate(m.graph.node):
+        n.name = f"\x1b]0;pwned\x07node\u202e{i}\x1b[31m"
+    pool = next(n for n in m.graph.node if n.op_type == "MaxPool")
+    pool.attribute.append(helper.make_attribute("dilations", [-1, -1]))
+
+
+def _bomb(op: str):
+    """mlp's logits plus the sum of a constant that folding would make huge."""
+    def change(m):
+        g = m.graph
+        one = numpy_helper.from_array(np.ones((1, 1), np.float32), "bomb_one")
+        if op == "Expand":
+            nodes = [helper.make_node("Expand", ["bomb_one", "bomb_shape"], ["bomb"], name="bomb_expand")]
+            inits = [one, numpy_helper.from_array(np.array([100000, 100000], np.int64), "bomb_shape")]
+        elif op == "ConstantOfShape":
+            nodes = [helper.make_node("ConstantOfShape", ["bomb_shape"], ["bomb"], name="bomb_fill",
+                                      value=numpy_helper.from_array(np.ones(1, np.float32)))]
+            inits = [numpy_helper.from_array(np.array([1 << 20, 1 << 20], np.int64), "bomb_shape")]
+        elif op == "Range":
+            nodes = [helper.make_node("Range", ["bomb_a", "bomb_b", "bomb_c"], ["bomb"], name="bomb_range")]
+            inits = [numpy_helper.from_array(np.float32(v), n) for n, v in (("bomb_a", 0), ("bomb_b", 1e12), ("bomb_c", 1))]
+        else:  # Tile
+            nodes = [helper.make_node("Tile", ["bomb_one", "bomb_reps"], ["bomb"], name="bomb_tile")]
+            inits = [one, numpy_helper.from_array(np.array([100000, 100000], np.int64), "bomb_reps")]
+        out = g.output[0].name
+        nodes += [helper.make_node("ReduceSum", ["bomb"], ["bomb_sum"], keepdims=0, name="bomb_sum"),
+                  helper.make_node("Add", [out, "bomb_sum"], ["bombed"], name="bomb_add")]
+        g.node.extend(nodes)
+        g.initializer.extend(inits)
+        del g.output[:]
+        g.output.append(helper.make_tensor_value_info("bombed", onnx.TensorProto.FLOAT, None))
+    return change
+
+
+MODEL_CASES = {
+    "opset-99": (RESNET, _set_opset(99)),
+    "opset-0": (RESNET, _set_opset(0)),
+    "opset-24": (RESNET, _set_opset(24)),
+    "opset-28": ("mlp", _set_opset(28)),
+    "ir-3-initializers-not-inputs": ("mlp", _ir3_unlisted),
+    "ir-99": ("mlp", lambda m: setattr(m, "ir_version", 99)),
+    "input-width-0": ("mlp", _input_dim(0)),
+    "input-width-negative": ("mlp", _input_dim(-1)),
+    "input-width-wrong": ("mlp", _input_dim(63)),
+    "output-without-shape": ("mlp", _bare_output),
+    "initializer-missing": ("mlp", _drop_initializer),
+    "cycle": ("mlp", _cycle),
+    "tensor-written-twice": ("mlp", _twice_written),
+    "unknown-op-with-escapes": ("mlp", _unknown_op),
+    "hostile-names": (RESNET, _hostile_names),
+    "fold-bomb-expand": ("mlp", _bomb("Expand")),
+    "fold-bomb-constant-of-shape": ("mlp", _bomb("ConstantOfShape")),
+    "fold-bomb-range": ("mlp", _bomb("Range")),
+    "fold-bomb-tile": ("mlp", _bomb("Tile")),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_model_defect(judges, tmp_path, case):
+    stem, change = MODEL_CASES[case]
+    check_case(judges, tmp_path, _edit(stem, change), source(stem))
 
 
 if __name__ == "__main__":
