@@ -238,7 +238,7 @@ def _check_weights(nodes: list[Node], constants: dict[str, np.ndarray], shapes: 
         params = [constants.get(t) if t else None for t in n.inputs]
         x_shape = shapes.get(n.inputs[0]) if n.inputs else None
         out_shape = shapes.get(n.outputs[0]) if n.outputs else None
-        validate.check_parameters(n.name, n.op_type, n.op.attrs, params, x_shape, out_shape)
+        validate.check_parameters(n.name, n.op_type, n.op.attrs, n.op.opset, params, x_shape, out_shape)
 
 
 def _check_computable(nodes: list[Node], constants: dict[str, np.ndarray], input_name: str, output_name: str,

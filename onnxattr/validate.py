@@ -117,7 +117,7 @@ def infer_shapes(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
         raise ModelError(f"{where} fails ONNX shape inference: {escape_text(first.strip())}") from None
 
 
-def check_parameters(node_name: str, op_type: str, attrs: dict, params: list[np.ndarray | None],
+def check_parameters(node_name: str, op_type: str, attrs: dict, opset: int, params: list[np.ndarray | None],
                      x_shape: tuple | None, out_shape: tuple | None) -> None:
     """ModelError naming the node where a layer's constant weight or bias does not fit its input
     (ONNX's shape inference does not check these; onnxruntime fails on the first run).
@@ -126,14 +126,15 @@ def check_parameters(node_name: str, op_type: str, attrs: dict, params: list[np.
     ``x_shape``, ``out_shape``: the inferred shapes of its first input and output. Checked:
     Conv/ConvTranspose channels, groups, kernel_shape and bias; a Gemm's C (to its output), a PRelu's slope
     and a LayerNormalization's scale and bias (to the input), which must broadcast one way;
-    an InstanceNormalization's scale and bias, one value per channel.
+    an InstanceNormalization's scale and bias, one value per channel. (Before opset 7 a PRelu
+    slope of one value per channel broadcast over the channel axis; not checked there.)
     """
     def param(i: int) -> np.ndarray | None:
         return params[i] if len(params) > i else None
 
     if op_type in ("Conv", "ConvTranspose") and param(1) is not None:
         _check_conv(node_name, op_type, attrs, x_shape, param(1), param(2))
-    targets = {"Gemm": [(2, "C", out_shape)], "PRelu": [(1, "slope", x_shape)],
+    targets = {"Gemm": [(2, "C", out_shape)], "PRelu": [(1, "slope", x_shape)] if opset >= 7 else [],
                "LayerNormalization": [(1, "scale", x_shape), (2, "bias", x_shape)]}
     for i, what, target in targets.get(op_type, []):
         p = param(i)
