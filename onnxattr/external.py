@@ -3,7 +3,8 @@
 A tensor's ``location`` is read only from inside one folder: the model file's own folder, or the
 ``base_dir=`` a caller gives with a ModelProto. An absolute location, a ``..`` component, or a
 path that resolves (through symlinks) outside the folder is refused, as is a byte range beyond
-the file's end. A ModelProto with external data and no ``base_dir`` is refused rather than read
+the file's end. Messages show names and locations with ``repr`` (control characters escaped).
+A ModelProto with external data and no ``base_dir`` is refused rather than read
 relative to the process's working directory.
 """
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Iterator
 import onnx
 
 from .errors import ModelError
-from .text import escape_text
 
 __all__ = ["has_external_data", "inline_external_data"]
 
@@ -43,7 +43,7 @@ def inline_external_data(proto: onnx.ModelProto, folder: str) -> None:
 
 def _read(t: onnx.TensorProto, root: str) -> bytes:
     info = {e.key: e.value for e in t.external_data}
-    name = escape_text(t.name)
+    name = t.name
     location = info.get("location", "")
     path = _confined(location, root, name)
     try:
@@ -55,7 +55,7 @@ def _read(t: onnx.TensorProto, root: str) -> bytes:
     if offset < 0 or length < 0 or offset + length > size:
         raise ModelError(
             f"tensor {name!r}: external data bytes {offset}..{offset + length} lie outside "
-            f"{escape_text(location)!r} ({size} bytes)"
+            f"{location!r} ({size} bytes)"
         )
     with open(path, "rb") as f:
         f.seek(offset)
@@ -64,20 +64,19 @@ def _read(t: onnx.TensorProto, root: str) -> bytes:
 
 def _confined(location: str, root: str, name: str) -> str:
     """The real path of ``location`` inside ``root``; ModelError where it would leave it."""
-    shown = escape_text(location)
     if not location or "\x00" in location:
-        raise ModelError(f"tensor {name!r}: external data without a valid location ({shown!r})")
+        raise ModelError(f"tensor {name!r}: external data without a valid location ({location!r})")
     parts = location.replace("\\", "/").split("/")
     if os.path.isabs(location) or ntpath.isabs(location) or ntpath.splitdrive(location)[0] or ".." in parts:
         raise ModelError(
-            f"tensor {name!r}: external data location {shown!r} must be a path inside the model's "
+            f"tensor {name!r}: external data location {location!r} must be a path inside the model's "
             f"folder (no absolute path, no '..')"
         )
     path = os.path.realpath(os.path.join(root, *parts))
     if os.path.commonpath([path, root]) != root:
-        raise ModelError(f"tensor {name!r}: external data location {shown!r} leads outside the model's folder")
+        raise ModelError(f"tensor {name!r}: external data location {location!r} leads outside the model's folder")
     if not os.path.isfile(path):
-        raise ModelError(f"tensor {name!r}: external data file {shown!r} not found in the model's folder")
+        raise ModelError(f"tensor {name!r}: external data file {location!r} not found in the model's folder")
     return path
 
 
