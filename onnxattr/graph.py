@@ -187,8 +187,8 @@ def build(
     chosen_input = _choose(inputs, input_name, "input")
     _check_input(chosen_input)
     _check_outputs(nodes, [v.name for v in graph.output])
+    _check_operands(nodes, constants, shapes)
     nodes = fold_constants(nodes, constants, shapes, {k: i.dtype for k, i in infos.items()}, proto, max_fold_bytes)
-    _check_weights(nodes, constants, shapes)
 
     dropped = None
     if output_name is None:
@@ -233,12 +233,13 @@ def _check_input(info: TensorInfo) -> None:
         )
 
 
-def _check_weights(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple]) -> None:
+def _check_operands(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple]) -> None:
+    """validate.check_parameters on every node, with each input's shape from its constant value
+    or from shape inference; before folding evaluates any node."""
     for n in nodes:
-        params = [constants.get(t) if t else None for t in n.inputs]
-        x_shape = shapes.get(n.inputs[0]) if n.inputs else None
+        inputs = [constants[t].shape if t in constants else shapes.get(t) if t else None for t in n.inputs]
         out_shape = shapes.get(n.outputs[0]) if n.outputs else None
-        validate.check_parameters(n.name, n.op_type, n.op.attrs, n.op.opset, params, x_shape, out_shape)
+        validate.check_parameters(n.name, n.op_type, n.op.attrs, n.op.opset, inputs, out_shape)
 
 
 def _check_computable(nodes: list[Node], constants: dict[str, np.ndarray], input_name: str, output_name: str,

@@ -10,7 +10,8 @@ at load with UnsupportedOpError, never failing later. Kept here:
 - strict shape and type inference, which catches mismatched weight shapes (MatMul, Gemm,
   BatchNormalization, broadcasting) naming the node (``infer_shapes``);
 - what inference does not check: layers' constant weights and biases against their inputs
-  (``check_parameters``: Conv channels and groups, Gemm's C, PRelu's slope, norms' scales).
+  (``check_parameters``: Conv channels and groups, Gemm/MatMul sizes, Gemm's C, PRelu's slope,
+  norms' scales), before constant folding evaluates any of them.
 """
 from __future__ import annotations
 
@@ -117,34 +118,53 @@ def infer_shapes(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
         raise ModelError(f"{where} fails ONNX shape inference: {escape_text(first.strip())}") from None
 
 
-def check_parameters(node_name: str, op_type: str, attrs: dict, opset: int, params: list[np.ndarray | None],
-                     x_shape: tuple | None, out_shape: tuple | None) -> None:
-    """ModelError naming the node where a layer's constant weight or bias does not fit its input
-    (ONNX's shape inference does not check these; onnxruntime fails on the first run).
+def check_parameters(node_name: str, op_type: str, attrs: dict, opset: int, inputs: list[tuple | None],
+                     out_shape: tuple | None) -> None:
+    """ModelError naming the node where a layer's operands do not fit each other (ONNX's shape
+    inference misses these; onnxruntime fails on the first run, and folding would fail at load).
 
-    ``params``: the constant value of each input of the node (None where not constant);
-    ``x_shape``, ``out_shape``: the inferred shapes of its first input and output. Checked:
-    Conv/ConvTranspose channels, groups, kernel_shape and bias; a Gemm's C (to its output), a PRelu's slope
-    and a LayerNormalization's scale and bias (to the input), which must broadcast one way;
-    an InstanceNormalization's scale and bias, one value per channel. (Before opset 7 a PRelu
-    slope of one value per channel broadcast over the channel axis; not checked there.)
+    ``inputs``: the shape of each input of the node (None where unknown; None entries inside a
+    shape are sizes unknown at load); ``out_shape``: its inferred output shape. Checked:
+    Conv/ConvTranspose channels, groups, kernel_shape and bias; the contracted sizes of Gemm and
+    MatMul; a Gemm's C (to its output), a PRelu's slope and a LayerNormalization's scale and
+    bias (to the input), which must broadcast one way; an InstanceNormalization's scale and
+    bias, one value per channel. (Before opset 7 a PRelu slope of one value per channel
+    broadcast over the channel axis; not checked there.)
     """
-    def param(i: int) -> np.ndarray | None:
-        return params[i] if len(params) > i else None
+    def shape(i: int) -> tuple | None:
+        return inputs[i] if len(inputs) > i else None
 
-    if op_type in ("Conv", "ConvTranspose") and param(1) is not None:
-        _check_conv(node_name, op_type, attrs, x_shape, param(1), param(2))
+    x_shape = shape(0)
+    if op_type in ("Conv", "ConvTranspose") and shape(1) is not None:
+        _check_conv(node_name, op_type, attrs, x_shape, shape(1), shape(2))
+    if op_type in ("Gemm", "MatMul") and x_shape is not None and shape(1) is not None:
+        _check_contraction(node_name, op_type, attrs, x_shape, shape(1))
     targets = {"Gemm": [(2, "C", out_shape)], "PRelu": [(1, "slope", x_shape)] if opset >= 7 else [],
                "LayerNormalization": [(1, "scale", x_shape), (2, "bias", x_shape)]}
     for i, what, target in targets.get(op_type, []):
-        p = param(i)
-        if p is not None and target is not None and not _broadcasts(p.shape, target):
-            _bad(node_name, op_type, f"{what} of shape {p.shape} does not broadcast to {_show(target)}")
+        p = shape(i)
+        if p is not None and target is not None and not _broadcasts(p, target):
+            _bad(node_name, op_type, f"{what} of shape {_show(p)} does not broadcast to {_show(target)}")
     if op_type == "InstanceNormalization" and x_shape is not None and len(x_shape) > 1 and isinstance(x_shape[1], int):
         for i, what in ((1, "scale"), (2, "bias")):
-            p = param(i)
-            if p is not None and p.shape != (x_shape[1],):
-                _bad(node_name, op_type, f"{what} of shape {p.shape}; the input has {x_shape[1]} channels")
+            p = shape(i)
+            if p is not None and p != (x_shape[1],):
+                _bad(node_name, op_type, f"{what} of shape {_show(p)}; the input has {x_shape[1]} channels")
+
+
+def _check_contraction(node_name: str, op_type: str, attrs: dict, a: tuple, b: tuple) -> None:
+    """The size that a Gemm or MatMul sums over must be the same in both operands."""
+    if not a or not b:
+        return
+    if op_type == "Gemm":
+        if len(a) != 2 or len(b) != 2:
+            return  # inference names the rank
+        ka = a[0] if attrs.get("transA", 0) else a[1]
+        kb = b[1] if attrs.get("transB", 0) else b[0]
+    else:
+        ka, kb = a[-1], (b[-2] if len(b) > 1 else b[0])
+    if isinstance(ka, int) and isinstance(kb, int) and ka != kb:
+        _bad(node_name, op_type, f"operands of shapes {_show(a)} and {_show(b)} do not fit: {ka} vs {kb} summed over")
 
 
 def _broadcasts(shape: tuple, target: tuple) -> bool:
@@ -156,30 +176,34 @@ def _broadcasts(shape: tuple, target: tuple) -> bool:
 
 
 def _show(shape: tuple) -> str:
-    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+    """A shape as a tuple prints, with N for a size unknown at load."""
+    dims = ["N" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
 
-def _check_conv(node_name: str, op_type: str, attrs: dict, x_shape: tuple | None, w: np.ndarray,
-                b: np.ndarray | None) -> None:
+def _check_conv(node_name: str, op_type: str, attrs: dict, x_shape: tuple | None, w: tuple,
+                b: tuple | None) -> None:
+    if any(not isinstance(d, int) for d in w):
+        return
     group = int(attrs.get("group", 1))
     rank = None if x_shape is None else len(x_shape)
     channels = x_shape[1] if x_shape is not None and len(x_shape) > 1 else None
-    if w.ndim < 3 or (rank is not None and w.ndim != rank):
-        _bad(node_name, op_type, f"weight of shape {w.shape} for an input of rank {rank}")
+    if len(w) < 3 or (rank is not None and len(w) != rank):
+        _bad(node_name, op_type, f"weight of shape {w} for an input of rank {rank}")
     kernel = attrs.get("kernel_shape")
-    if kernel is not None and tuple(kernel) != w.shape[2:]:
-        _bad(node_name, op_type, f"kernel_shape {list(kernel)} differs from the weight's spatial shape {w.shape[2:]}")
-    if group < 1 or w.shape[0] % group:
-        _bad(node_name, op_type, f"weight of shape {w.shape} cannot be split into group={group} groups")
+    if kernel is not None and tuple(kernel) != w[2:]:
+        _bad(node_name, op_type, f"kernel_shape {list(kernel)} differs from the weight's spatial shape {w[2:]}")
+    if group < 1 or w[0] % group:
+        _bad(node_name, op_type, f"weight of shape {w} cannot be split into group={group} groups")
     if op_type == "Conv":
-        wants, outputs = w.shape[1] * group, w.shape[0]
+        wants, outputs = w[1] * group, w[0]
     else:
-        wants, outputs = w.shape[0], w.shape[1] * group
+        wants, outputs = w[0], w[1] * group
     if isinstance(channels, int) and channels != wants:
-        _bad(node_name, op_type, f"input has {channels} channels; the weight of shape {w.shape} "
+        _bad(node_name, op_type, f"input has {channels} channels; the weight of shape {w} "
                                  f"with group={group} takes {wants}")
-    if b is not None and b.shape != (outputs,):
-        _bad(node_name, op_type, f"bias of shape {b.shape}; the weight of shape {w.shape} makes {outputs} channels")
+    if b is not None and b != (outputs,) and b != (None,):
+        _bad(node_name, op_type, f"bias of shape {_show(b)}; the weight of shape {w} makes {outputs} channels")
 
 
 def _bad(node_name: str, op_type: str, detail: str) -> None:

@@ -473,5 +473,67 @@ def test_model_defect(judges, tmp_path, case):
     check_case(judges, tmp_path, _edit(stem, change), source(stem))
 
 
+
+# ---- rewired graphs and files cut between top-level fields ------------------------------------
+N_REWIRES = 3
+
+
+def rewired(src: Path, k: int) -> bytes:
+    """``src`` with one input of one node replaced by another tensor made before that node (a
+    graph input, an initializer or an earlier node's output): shapes that may or may not fit,
+    and layers whose outputs now fan out."""
+    m = onnx.load(src)
+    rng = np.random.default_rng([SEED, 5, SOURCES.index(src), k])
+    nodes = list(m.graph.node)
+    i = int(rng.integers(1, len(nodes)))
+    node = nodes[i]
+    slots = [j for j, t in enumerate(node.input) if t]
+    earlier = [v.name for v in m.graph.input] + [t.name for t in m.graph.initializer]
+    earlier += [t for n in nodes[:i] for t in n.output if t]
+    node.input[slots[int(rng.integers(len(slots)))]] = earlier[int(rng.integers(len(earlier)))]
+    return m.SerializeToString()
+
+
+def _top_level_ends(data: bytes) -> list[int]:
+    """The offsets in ``data`` where a top-level field of the ModelProto ends (a cut there
+    leaves a well-formed message that lacks the later fields: the graph, the opsets...)."""
+    def varint(pos):
+        value = shift = 0
+        while True:
+            b = data[pos]
+            value |= (b & 0x7F) << shift
+            pos, shift = pos + 1, shift + 7
+            if b < 0x80:
+                return value, pos
+    ends, pos = [], 0
+    while pos < len(data):
+        tag, pos = varint(pos)
+        kind = tag & 7
+        if kind == 0:
+            pos = varint(pos)[1]
+        elif kind == 2:
+            size, pos = varint(pos)
+            pos += size
+        else:
+            pos += 8 if kind == 1 else 4
+        ends.append(pos)
+    return ends[:-1]
+
+
+FIELD_CUT_CASES = [(s, k) for s in SOURCES for k in range(len(_top_level_ends(s.read_bytes())))]
+REWIRE_CASES = [(s, k) for s in SOURCES for k in range(N_REWIRES)]
+
+
+@pytest.mark.parametrize("source,k", REWIRE_CASES, ids=[f"{s.stem}-{k}" for s, k in REWIRE_CASES])
+def test_rewired_input(judges, tmp_path, source, k):
+    check_case(judges, tmp_path, rewired(source, k), source)
+
+
+@pytest.mark.parametrize("source,k", FIELD_CUT_CASES, ids=[f"{s.stem}-{k}" for s, k in FIELD_CUT_CASES])
+def test_cut_between_fields(judges, tmp_path, source, k):
+    data = source.read_bytes()
+    check_case(judges, tmp_path, data[: _top_level_ends(data)[k]], source)
+
+
 if __name__ == "__main__":
     serve(sys.argv[1])
