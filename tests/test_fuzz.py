@@ -70,6 +70,9 @@ def _run_onnxruntime(req: dict) -> dict:
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
+    # the model's own semantics: with its graph optimizer on, onnxruntime folds Shape from a
+    # model's declared (possibly stale) value_info and returns a wrong batch size (rewired-jax-4)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 4
     try:
         sess = ort.InferenceSession(req["model"], so, providers=["CPUExecutionProvider"])
@@ -199,8 +202,30 @@ def _assert_same(got: np.ndarray, want: np.ndarray, what: str) -> None:
         assert err < RTOL, f"a different number: relative error {err:.2e}\n{what}"
 
 
+# ---- cases that onnxattr/ops gets wrong today ----------------------------------------------------
+#: test id -> why; strict, so that a fix shows as XPASS and the lead removes the entry after merging
+RESHAPE = "ops: Reshape raises a bare ValueError at forward when its run-time target does not fit"
+OPS_FAILURES = {
+    "test_random_attribute[jax_cnn_op23-5]": RESHAPE,
+    "test_random_attribute[keras_cnn_softmax_op18-4]": RESHAPE,
+    "test_rewired_input[jax_cnn_op23-3]": RESHAPE,
+    "test_rewired_input[jax_cnn_op23-4]": RESHAPE,
+}
+
+
+def params(test: str, cases: list[tuple]) -> list:
+    """``cases`` of source models as pytest params, ids ``<stem>-<k>``, with the known ops
+    failures of ``test`` marked."""
+    out = []
+    for s, k in cases:
+        case_id = f"{s.stem}-{k}"
+        why = OPS_FAILURES.get(f"{test}[{case_id}]")
+        out.append(pytest.param(s, k, id=case_id, marks=[pytest.mark.xfail(strict=True, reason=why)] if why else []))
+    return out
+
+
 # ---- byte flips and truncations of the real models ----------------------------------------
-N_FLIPS = 10
+N_FLIPS = 16
 N_CUTS = 4
 
 
@@ -238,18 +263,18 @@ BYTE_CASES = [(s, k) for s in SOURCES for k in range(N_FLIPS)]
 CUT_CASES = [(s, k) for s in SOURCES for k in range(N_CUTS)]
 
 
-@pytest.mark.parametrize("source,k", BYTE_CASES, ids=[f"{s.stem}-{k}" for s, k in BYTE_CASES])
+@pytest.mark.parametrize("source,k", params("test_byte_flip", BYTE_CASES))
 def test_byte_flip(judges, tmp_path, source, k):
     check_case(judges, tmp_path, flipped(source, k), source)
 
 
-@pytest.mark.parametrize("source,k", CUT_CASES, ids=[f"{s.stem}-{k}" for s, k in CUT_CASES])
+@pytest.mark.parametrize("source,k", params("test_truncation", CUT_CASES))
 def test_truncation(judges, tmp_path, source, k):
     check_case(judges, tmp_path, truncated(source, k), source)
 
 
 # ---- weights of the wrong shape -----------------------------------------------------------
-N_RESHAPES = 3
+N_RESHAPES = 4
 
 
 def reshaped_weight(source: Path, k: int) -> bytes:
@@ -269,7 +294,7 @@ def reshaped_weight(source: Path, k: int) -> bytes:
 SHAPE_CASES = [(s, k) for s in SOURCES for k in range(N_RESHAPES)]
 
 
-@pytest.mark.parametrize("source,k", SHAPE_CASES, ids=[f"{s.stem}-{k}" for s, k in SHAPE_CASES])
+@pytest.mark.parametrize("source,k", params("test_weight_of_wrong_shape", SHAPE_CASES))
 def test_weight_of_wrong_shape(judges, tmp_path, source, k):
     check_case(judges, tmp_path, reshaped_weight(source, k), source)
 
@@ -305,6 +330,7 @@ ATTRIBUTE_CASES = [
     (RESNET, "Conv", "kernel_shape", [5, 5]),
     (RESNET, "Flatten", "axis", 9),
     (RESNET, "Relu", "alpha", 1.0),
+    (CNN, "MaxPool", "pads", [3, 0, 0, 0]),
     (CNN, "Softmax", "axis", 5),
     (CNN, "AveragePool", "kernel_shape", [0, 0]),
     (CNN, "AveragePool", "count_include_pad", 3),
@@ -318,8 +344,11 @@ ATTRIBUTE_CASES = [
 ]
 #: cases that onnxattr/ops gets wrong today, each for its reason (the lead removes a mark
 #: once the ops branch that fixes it is merged; strict, so a fix shows as XPASS)
+ATTRIBUTE_VALIDATION = pytest.mark.xfail(strict=True, reason="ops: attribute validation")
 OPS_XFAIL = {
-    (RESNET, "MaxPool", "auto_pad"): pytest.mark.xfail(strict=True, reason="ops: attribute validation"),
+    (RESNET, "MaxPool", "auto_pad"): ATTRIBUTE_VALIDATION,  # refused by onnxruntime at load, by ops at forward
+    (RESNET, "MaxPool", "storage_order"): ATTRIBUTE_VALIDATION,  # only 0 or 1
+    (CNN, "MaxPool", "pads"): ATTRIBUTE_VALIDATION,  # onnxruntime: "Pad should be smaller than kernel"
     (VGG, "Gemm", "transA"): pytest.mark.xfail(
         strict=True, reason="ops: Gemm raises a bare ValueError on operands that do not fit at forward"),
 }
@@ -334,7 +363,7 @@ def test_invalid_attribute(judges, tmp_path, stem, op_type, name, value):
 
 
 # ---- random attribute values ------------------------------------------------------------------
-N_ATTRIBUTES = 3
+N_ATTRIBUTES = 6
 ODD_INTS = [-2, -1, 0, 1, 2, 3, 9, 1 << 31]
 
 
@@ -357,7 +386,7 @@ def random_attribute(src: Path, k: int) -> bytes:
 ATTR_FUZZ_CASES = [(s, k) for s in SOURCES for k in range(N_ATTRIBUTES)]
 
 
-@pytest.mark.parametrize("source,k", ATTR_FUZZ_CASES, ids=[f"{s.stem}-{k}" for s, k in ATTR_FUZZ_CASES])
+@pytest.mark.parametrize("source,k", params("test_random_attribute", ATTR_FUZZ_CASES))
 def test_random_attribute(judges, tmp_path, source, k):
     check_case(judges, tmp_path, random_attribute(source, k), source)
 
@@ -475,7 +504,7 @@ def test_model_defect(judges, tmp_path, case):
 
 
 # ---- rewired graphs and files cut between top-level fields ------------------------------------
-N_REWIRES = 3
+N_REWIRES = 6
 
 
 def rewired(src: Path, k: int) -> bytes:
@@ -524,12 +553,12 @@ FIELD_CUT_CASES = [(s, k) for s in SOURCES for k in range(len(_top_level_ends(s.
 REWIRE_CASES = [(s, k) for s in SOURCES for k in range(N_REWIRES)]
 
 
-@pytest.mark.parametrize("source,k", REWIRE_CASES, ids=[f"{s.stem}-{k}" for s, k in REWIRE_CASES])
+@pytest.mark.parametrize("source,k", params("test_rewired_input", REWIRE_CASES))
 def test_rewired_input(judges, tmp_path, source, k):
     check_case(judges, tmp_path, rewired(source, k), source)
 
 
-@pytest.mark.parametrize("source,k", FIELD_CUT_CASES, ids=[f"{s.stem}-{k}" for s, k in FIELD_CUT_CASES])
+@pytest.mark.parametrize("source,k", params("test_cut_between_fields", FIELD_CUT_CASES))
 def test_cut_between_fields(judges, tmp_path, source, k):
     data = source.read_bytes()
     check_case(judges, tmp_path, data[: _top_level_ends(data)[k]], source)
