@@ -17,13 +17,13 @@ import onnx
 
 from .errors import ModelError
 
-__all__ = ["has_external_data", "inline_external_data"]
+__all__ = ["external_tensors", "inline_external_data"]
 
 
-def has_external_data(proto: onnx.ModelProto) -> bool:
-    """Whether any tensor of ``proto`` (initializers, Constant values, subgraphs, functions)
-    keeps its bytes outside the proto."""
-    return any(_is_external(t) for t in _tensors(proto))
+def external_tensors(proto: onnx.ModelProto) -> list[str]:
+    """The names of the tensors of ``proto`` (initializers, Constant values, subgraphs,
+    functions) that keep their bytes outside the proto."""
+    return [t.name for t in _tensors(proto) if _is_external(t)]
 
 
 def inline_external_data(proto: onnx.ModelProto, folder: str) -> None:

@@ -22,7 +22,7 @@ from onnx import helper, numpy_helper
 
 from . import validate
 from .errors import ModelError, OptionError, UnsupportedOpError
-from .external import has_external_data, inline_external_data
+from .external import external_tensors, inline_external_data
 from .folding import MAX_FOLD_BYTES, fold_constants
 from .ops import Op, make_op
 from .text import escape_text
@@ -124,11 +124,13 @@ def read_model(
     if isinstance(model, onnx.ModelProto):
         where = "the given ModelProto"
         proto = model
-        if has_external_data(proto):
+        external = external_tensors(proto)
+        if external:
             if base_dir is None:
+                others = f" and {len(external) - 1} more" if len(external) > 1 else ""
                 raise ModelError(
-                    f"{where} keeps tensors in external files; pass base_dir= (the folder that "
-                    f"holds them) to read them, or load the model from its path"
+                    f"{where} keeps tensor {external[0]!r}{others} in external files; pass base_dir= (the "
+                    f"folder that holds them) to read them, or load the model from its path"
                 )
             proto = onnx.ModelProto()
             proto.CopyFrom(model)
