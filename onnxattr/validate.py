@@ -63,28 +63,33 @@ def checkable(proto: onnx.ModelProto) -> onnx.ModelProto:
     onnxruntime does not make (``proto`` itself where there are none):
 
     - before IR version 4, every initializer must also be a graph input;
-    - every graph input needs a shape, every graph output a type and a shape.
+    - every graph input with a tensor type needs a shape; every graph output a type and a shape.
     """
     listed = {v.name for v in proto.graph.input}
     unlisted = [t for t in proto.graph.initializer if t.name not in listed] if proto.ir_version < 4 else []
-    bare = [v for v in list(proto.graph.input) + list(proto.graph.output) if not _typed(v)]
-    if not unlisted and not bare:
+    if not unlisted and all(_complete(v, False) for v in proto.graph.input) and all(
+            _complete(v, True) for v in proto.graph.output):
         return proto
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     copy.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in unlisted)
-    for v in list(copy.graph.input) + list(copy.graph.output):
-        if not _typed(v):
+    for v, is_output in [(v, False) for v in copy.graph.input] + [(v, True) for v in copy.graph.output]:
+        if not _complete(v, is_output):
             t = v.type.tensor_type
             t.elem_type = t.elem_type or onnx.TensorProto.FLOAT
             t.shape.SetInParent()
     return copy
 
 
-def _typed(v: onnx.ValueInfoProto) -> bool:
-    if not v.type.HasField("tensor_type"):
-        return v.type.HasField("sequence_type") or v.type.HasField("map_type") or v.type.HasField("optional_type")
-    return v.type.tensor_type.HasField("shape") and v.type.tensor_type.elem_type != 0
+def _complete(v: onnx.ValueInfoProto, is_output: bool) -> bool:
+    """Whether ``v`` has what the checker demands and onnxruntime does not: a shape (and, for an
+    output, a type). An input without any type stays incomplete for the checker to refuse."""
+    typ = v.type
+    if typ.HasField("sequence_type") or typ.HasField("map_type") or typ.HasField("optional_type"):
+        return True
+    if not typ.HasField("tensor_type") or not typ.tensor_type.elem_type:
+        return not is_output
+    return typ.tensor_type.HasField("shape")
 
 
 def infer_shapes(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
@@ -95,8 +100,9 @@ def infer_shapes(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
     Declared shapes of intermediate tensors and outputs are dropped first: onnxruntime ignores
     one that disagrees with inference (after a warning), while declared element types must agree,
     as onnxruntime demands. Declarations of initializers are dropped: their dims are their shape.
-    A negative input dimension is made unknown (onnxruntime takes any size there). Without ONNX's data propagation: it computes the values of shape
-    ops in full, so a ``Range`` to 1e12 would exhaust memory here."""
+    A negative input dimension is made unknown (onnxruntime takes any size there). Without ONNX's
+    data propagation: it computes the values of shape ops in full, so a ``Range`` to 1e12 would
+    exhaust memory here."""
     bare = onnx.ModelProto()
     bare.CopyFrom(proto)
     g = bare.graph

@@ -488,6 +488,7 @@ MODEL_CASES = {
     "input-width-negative": ("mlp", _input_dim(-1)),
     "input-width-wrong": ("mlp", _input_dim(63)),
     "output-without-shape": ("mlp", _bare_output),
+    "input-without-type": ("mlp", lambda m: m.graph.input[0].ClearField("type")),
     "initializer-missing": ("mlp", _drop_initializer),
     "cycle": ("mlp", _cycle),
     "tensor-written-twice": ("mlp", _twice_written),
