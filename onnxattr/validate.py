@@ -196,6 +196,8 @@ def _check_conv(node_name: str, op_type: str, attrs: dict, x_shape: tuple | None
     channels = x_shape[1] if x_shape is not None and len(x_shape) > 1 else None
     if len(w) < 3 or (rank is not None and len(w) != rank):
         _bad(node_name, op_type, f"weight of shape {w} for an input of rank {rank}")
+    if 0 in w:
+        _bad(node_name, op_type, f"weight of shape {w} is empty")
     kernel = attrs.get("kernel_shape")
     if kernel is not None and tuple(kernel) != w[2:]:
         _bad(node_name, op_type, f"kernel_shape {list(kernel)} differs from the weight's spatial shape {w[2:]}")

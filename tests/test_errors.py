@@ -185,7 +185,9 @@ def test_input_declared_empty_or_not_float32_is_unsupported():
      "'the_layer' .*cannot be split into group=2 groups"),
     (dense_model(w_shape=(4, 3, 3, 3), x_shape=("N", 3, 8, 8), op="Conv", out_shape=None, kernel_shape=[5, 5]),
      r"'the_layer' .*kernel_shape \[5, 5\] differs"),
-], ids=["MatMul", "declared-width-0", "Gemm", "Conv-channels", "Conv-groups", "Conv-kernel"])
+    (dense_model(w_shape=(4, 0, 3, 3), x_shape=("N", "C", 8, 8), op="Conv", out_shape=None),
+     r"'the_layer' \(Conv\): weight of shape \(4, 0, 3, 3\) is empty"),
+], ids=["MatMul", "declared-width-0", "Gemm", "Conv-channels", "Conv-groups", "Conv-kernel", "Conv-empty-weight"])
 def test_mismatched_weights_are_refused_at_load_by_node(proto, match):
     with pytest.raises(ModelError, match=match):
         onnxattr.load(proto)
