@@ -29,6 +29,7 @@ from .backend import check_device
 from .errors import OnnxAttrError, OptionError
 from .graph import op_support, read_model
 from .layout import check_layout
+from .text import escape_text
 from .attribution.registry import lookup, plan_of
 from .inputs import read_inputs
 from .report import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, Progress, audit
@@ -170,10 +171,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def printable(v: Any) -> Any:
-    """``v`` with the control characters of its strings (in lists and dicts too) written as
-    escapes (``\\x1b``), so that names from a model cannot drive the terminal."""
+    """``v`` with every string in it (in lists and dicts too) passed through
+    :func:`~onnxattr.text.escape_text`, so that names from a model cannot drive the terminal."""
     if isinstance(v, str):
-        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in v)
+        return escape_text(v)
     if isinstance(v, dict):
         return {printable(k): printable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):

@@ -1,11 +1,14 @@
-"""ONNX model -> LayerGraph: checking, shape inference, constant folding, output selection.
+"""ONNX model -> LayerGraph: reading, checking, shape inference, constant folding, output selection.
 
-``read_model`` turns a path or ModelProto into a checked, shape-inferred ModelProto. ``build``
-instantiates one op per node (so an unsupported op is reported, with its node name and op type,
-before anything runs), folds every node whose inputs are all constant (Shape/Gather/Concat chains
-that build Reshape targets, ConstantOfShape, Constant), and keeps only the nodes between the
-chosen input and output. The result is a :class:`LayerGraph`: the nodes in topological order, the
-constants, and a networkx DiGraph of the layers for inspection and analysis.
+``read_model`` turns a path or ModelProto into a checked, shape-inferred ModelProto: external
+data is read only from inside the model's folder (``onnxattr.external``), and what onnxruntime
+would refuse is refused here, naming the node (``onnxattr.validate``). ``build`` instantiates one
+op per node (so an unsupported op is reported, with its node name and op type, before anything
+runs), folds every node whose inputs are all constant within a memory bound
+(``onnxattr.folding``), checks the weights of the layers that inference does not, and keeps only
+the nodes between the chosen input and output. The result is a :class:`LayerGraph`: the nodes in
+topological order, the constants, and a networkx DiGraph of the layers for inspection and
+analysis.
 """
 from __future__ import annotations
 
@@ -17,8 +20,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import ModelError, UnsupportedOpError
+from . import validate
+from .errors import ModelError, OptionError, UnsupportedOpError
+from .external import external_tensors, inline_external_data
+from .folding import MAX_FOLD_BYTES, fold_constants
 from .ops import Op, make_op
+from .text import escape_text
 
 ONNX_DOMAINS = ("", "ai.onnx")
 #: Ops whose output is a normalisation of the logits; attributions target their input.
@@ -34,6 +41,8 @@ class Node:
     op: Op
     inputs: list[str]  # '' where an optional input is omitted
     outputs: list[str]
+    #: the node as the model declares it (None for a node that canonization made)
+    proto: onnx.NodeProto | None = field(default=None, repr=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -102,55 +111,86 @@ class LayerGraph:
         return last
 
 
-def read_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
-    """Load (a path, with any external data beside it) or take a ModelProto, check it, and infer
-    shapes. Raises ModelError for anything that is not a valid ONNX model."""
+def read_model(
+    model: str | os.PathLike | onnx.ModelProto, base_dir: str | os.PathLike | None = None
+) -> onnx.ModelProto:
+    """Read a path or take a ModelProto; check it and infer shapes. Raises ModelError for
+    anything that is not a valid ONNX model, or that onnxruntime would refuse.
+
+    External data is read from inside one folder only: a model file's own folder, or for a
+    ModelProto the ``base_dir`` given (without one, a ModelProto with external data is refused).
+    The given ModelProto is not changed.
+    """
     if isinstance(model, onnx.ModelProto):
-        proto = model
         where = "the given ModelProto"
+        proto = model
+        external = external_tensors(proto)
+        if external:
+            if base_dir is None:
+                others = f" and {len(external) - 1} more" if len(external) > 1 else ""
+                raise ModelError(
+                    f"{where} keeps tensor {external[0]!r}{others} in external files; pass base_dir= (the "
+                    f"folder that holds them) to read them, or load the model from its path"
+                )
+            proto = onnx.ModelProto()
+            proto.CopyFrom(model)
+            inline_external_data(proto, os.fspath(base_dir))
     elif isinstance(model, (str, os.PathLike)):
-        where = os.fspath(model)
-        if not os.path.isfile(where):
-            raise ModelError(f"{where!r}: no such file")
-        try:
-            proto = onnx.load(where)
-        except Exception as e:  # protobuf's DecodeError and onnx's own errors have no common base
-            raise ModelError(f"{where!r} is not an ONNX model: {e}") from e
+        where = escape_text(os.fspath(model))
+        if base_dir is not None:
+            raise OptionError(
+                "base_dir= is only for a ModelProto; a model file's external data is read from its own folder"
+            )
+        proto = _read_file(os.fspath(model))
+        inline_external_data(proto, os.path.dirname(os.path.abspath(model)))
     else:
         raise ModelError(f"expected a path or an onnx.ModelProto, got {type(model).__name__}")
     if not proto.graph.node:
         raise ModelError(f"{where} is not an ONNX model with a graph (no nodes found)")
+    validate.check_opsets(proto, where)
     proto = _sorted(proto)
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(validate.checkable(proto))
     except Exception as e:
-        raise ModelError(f"{where} fails the ONNX checker: {e}") from e
+        raise ModelError(f"{where} fails the ONNX checker: {escape_text(str(e))}") from None
+    return validate.infer_shapes(proto, where)
+
+
+def _read_file(path: str) -> onnx.ModelProto:
+    """The ModelProto in the file at ``path``, its external data not yet read."""
+    if not os.path.isfile(path):
+        raise ModelError(f"{escape_text(path)!r}: no such file")
     try:
-        return onnx.shape_inference.infer_shapes(proto)
-    except Exception as e:
-        raise ModelError(f"{where}: ONNX shape inference failed: {e}") from e
+        return onnx.load(path, load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and onnx's own errors have no common base
+        raise ModelError(f"{escape_text(path)!r} is not an ONNX model: {escape_text(str(e))}") from None
 
 
 def build(
     proto: onnx.ModelProto,
     input_name: str | None = None,
     output_name: str | None = None,
+    max_fold_bytes: int = MAX_FOLD_BYTES,
 ) -> LayerGraph:
     """The LayerGraph from ``input_name`` to ``output_name`` of a checked, shape-inferred model.
 
     With no ``output_name``, the single graph output is used, and a final Softmax/LogSoftmax is
     dropped so that attributions target the logits. Any tensor of the graph may be named.
+    Constant folding refuses a result over ``max_fold_bytes`` (see :mod:`onnxattr.folding`).
     """
     graph = proto.graph
     opset = next((o.version for o in proto.opset_import if o.domain in ONNX_DOMAINS), 0)
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    shapes = _inferred_shapes(proto)
+    constants = {t.name: _to_array(t) for t in graph.initializer}
+    infos = _inferred_infos(proto)
+    shapes = {k: i.shape for k, i in infos.items() if i.shape is not None}
     nodes = [_make_node(n, i, opset) for i, n in enumerate(graph.node)]
     _unique_names(nodes)
     inputs = [_info(v) for v in graph.input if v.name not in constants]
     chosen_input = _choose(inputs, input_name, "input")
+    _check_input(chosen_input)
     _check_outputs(nodes, [v.name for v in graph.output])
-    nodes = _fold_constants(nodes, constants, shapes)
+    _check_operands(nodes, constants, shapes)
+    nodes = fold_constants(nodes, constants, shapes, {k: i.dtype for k, i in infos.items()}, proto, max_fold_bytes)
 
     dropped = None
     if output_name is None:
@@ -164,6 +204,7 @@ def build(
         known = [v.name for v in graph.output]
         raise ModelError(f"no tensor named {output_name!r} in the graph; its outputs are {known}")
     nodes = _prune(nodes, chosen_input.name, output_name)
+    _check_computable(nodes, constants, chosen_input.name, output_name, graph)
     return LayerGraph(
         nodes=nodes,
         constants=constants,
@@ -173,6 +214,49 @@ def build(
         opset=opset,
         dropped_softmax=dropped,
     )
+
+
+def _to_array(t: onnx.TensorProto) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as e:  # a data field that does not match the dims or the data type
+        raise ModelError(f"initializer {t.name!r} cannot be read: {escape_text(str(e))}") from None
+
+
+def _check_input(info: TensorInfo) -> None:
+    """UnsupportedOpError for an explained input that no float32 batch could fill: another dtype,
+    or a dimension declared 0 (onnxruntime would run only empty tensors)."""
+    if info.dtype != np.float32:
+        raise UnsupportedOpError(info.name, "graph input", f"its dtype is {info.dtype}; onnxattr explains float32 inputs")
+    if info.shape is not None and 0 in info.shape:
+        raise UnsupportedOpError(
+            info.name, "graph input",
+            f"dimension {info.shape.index(0)} is declared 0 (an empty tensor) in shape {info.shape}",
+        )
+
+
+def _check_operands(nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple]) -> None:
+    """validate.check_parameters on every node, with each input's shape from its constant value
+    or from shape inference; before folding evaluates any node."""
+    for n in nodes:
+        inputs = [constants[t].shape if t in constants else shapes.get(t) if t else None for t in n.inputs]
+        out_shape = shapes.get(n.outputs[0]) if n.outputs else None
+        validate.check_parameters(n.name, n.op_type, n.op.attrs, n.op.opset, inputs, out_shape)
+
+
+def _check_computable(nodes: list[Node], constants: dict[str, np.ndarray], input_name: str, output_name: str,
+                      graph: onnx.GraphProto) -> None:
+    """UnsupportedOpError where the output does not depend on the input, or depends on another
+    graph input (only one is given)."""
+    if output_name != input_name and not any(output_name in n.outputs for n in nodes):
+        raise UnsupportedOpError(output_name, "output", f"it does not depend on input {input_name!r} (a constant)")
+    made = {t for n in nodes for t in n.outputs} | set(constants) | {input_name}
+    sparse = {t.values.name for t in graph.sparse_initializer}
+    for n in nodes:
+        for t in n.inputs:
+            if t and t not in made:
+                why = "a sparse initializer" if t in sparse else "another graph input; only one is given"
+                raise UnsupportedOpError(n.name, escape_text(n.op_type), f"it reads {t!r}, {why}")
 
 
 @dataclass
@@ -200,16 +284,19 @@ def op_support(proto: onnx.ModelProto) -> list[Support]:
 
 
 def _make_node(proto: onnx.NodeProto, index: int, opset: int) -> Node:
-    name = proto.name or f"{proto.op_type}_{index}"
+    # the op type and domain are the model's text: escaped before any message shows them
+    op_type = escape_text(proto.op_type)
+    name = proto.name or f"{op_type}_{index}"
     if proto.domain not in ONNX_DOMAINS:
-        raise UnsupportedOpError(name, f"{proto.domain}.{proto.op_type}", "only the default ONNX domain is implemented")
+        raise UnsupportedOpError(name, f"{escape_text(proto.domain)}.{op_type}", "only the default ONNX domain is implemented")
     for a in proto.attribute:
         if a.type == onnx.AttributeProto.GRAPH or a.type == onnx.AttributeProto.GRAPHS:
-            raise UnsupportedOpError(name, proto.op_type, f"subgraph attribute {a.name!r} (control flow)")
+            raise UnsupportedOpError(name, op_type, f"subgraph attribute {a.name!r} (control flow)")
+    validate.check_op_version(proto, name, opset)
     attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
-    op = make_op(proto.op_type, attrs, opset, name)
+    op = make_op(op_type, attrs, opset, name)
     op.n_outputs = len(proto.output)
-    return Node(name, proto.op_type, op, list(proto.input), list(proto.output))
+    return Node(name, proto.op_type, op, list(proto.input), list(proto.output), proto)
 
 
 def _check_outputs(nodes: list[Node], graph_outputs: list[str]) -> None:
@@ -234,18 +321,22 @@ def _unique_names(nodes: list[Node]) -> None:
 
 
 def _info(v: onnx.ValueInfoProto) -> TensorInfo:
+    """A value's declared shape (None for a symbolic or negative dimension: onnxruntime takes any
+    size there) and dtype."""
     t = v.type.tensor_type
     shape = None
     if t.HasField("shape"):
-        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)) if t.elem_type else np.dtype("float32")
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None for d in t.shape.dim)
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)) if t.elem_type else np.dtype("float32")
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"tensor {v.name!r} has an unknown element type {t.elem_type}") from None
     return TensorInfo(v.name, shape, dtype)
 
 
-def _inferred_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+def _inferred_infos(proto: onnx.ModelProto) -> dict[str, TensorInfo]:
     g = proto.graph
-    infos = [_info(v) for v in list(g.input) + list(g.value_info) + list(g.output)]
-    return {i.name: i.shape for i in infos if i.shape is not None}
+    return {v.name: _info(v) for v in list(g.input) + list(g.value_info) + list(g.output)}
 
 
 def _choose(infos: list[TensorInfo], name: str | None, what: str) -> TensorInfo:
@@ -261,35 +352,6 @@ def _choose_name(names: list[str], name: str | None, what: str) -> str:
     if len(names) != 1:
         raise ModelError(f"the model has {len(names)} {what}s {names}; choose one with {what}_name=")
     return names[0]
-
-
-def _fold_constants(
-    nodes: list[Node], constants: dict[str, np.ndarray], shapes: dict[str, tuple]
-) -> list[Node]:
-    """Evaluate every node whose inputs are all known, adding its outputs to ``constants``.
-
-    A Shape node folds when shape inference knows every dimension of its input.
-    """
-    kept = []
-    for n in nodes:
-        if n.op_type == "Shape" and _static(shapes.get(n.inputs[0])):
-            full = np.asarray(shapes[n.inputs[0]], dtype=np.int64)
-            value = n.op.forward(np.broadcast_to(np.uint8(0), tuple(full)))[0][0]
-            constants[n.outputs[0]] = value
-            continue
-        if all(t == "" or t in constants for t in n.inputs):
-            args = [constants[t] if t else None for t in n.inputs]
-            outs, _ = n.op.forward(*args)
-            for t, v in zip(n.outputs, outs):
-                if t:
-                    constants[t] = np.asarray(v)
-            continue
-        kept.append(n)
-    return kept
-
-
-def _static(shape: tuple | None) -> bool:
-    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
 
 
 def _prune(nodes: list[Node], input_name: str, output_name: str) -> list[Node]:
@@ -309,16 +371,25 @@ def _prune(nodes: list[Node], input_name: str, output_name: str) -> list[Node]:
 
 def _sorted(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` with its nodes in topological order (the checker requires it; some exporters
-    write them out of order). Returns ``proto`` itself when already sorted."""
+    write them out of order). Returns ``proto`` itself when already sorted. ModelError, naming
+    the nodes, for a tensor that two nodes write or for a cycle."""
     nodes = list(proto.graph.node)
-    producer = {t: i for i, n in enumerate(nodes) for t in n.output if t}
+    names = [n.name or f"{escape_text(n.op_type)}_{i}" for i, n in enumerate(nodes)]
+    producer: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for t in n.output:
+            if t in producer:
+                raise ModelError(f"tensor {t!r} is written by two nodes, {names[producer[t]]!r} and {names[i]!r}")
+            if t:
+                producer[t] = i
     g = nx.DiGraph()
     g.add_nodes_from(range(len(nodes)))
     g.add_edges_from((producer[t], i) for i, n in enumerate(nodes) for t in n.input if t in producer)
     try:
         order = list(nx.lexicographical_topological_sort(g))
-    except nx.NetworkXUnfeasible as e:
-        raise ModelError("the graph has a cycle") from e
+    except nx.NetworkXUnfeasible:
+        cycle = [names[i] for i, _ in nx.find_cycle(g)]
+        raise ModelError(f"the graph has a cycle through nodes {cycle}") from None
     if order == list(range(len(nodes))):
         return proto
     proto = onnx.ModelProto.FromString(proto.SerializeToString())

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import backend, engine
 from .canonize import canonize
-from .errors import DeviceMemoryError, InputError
+from .errors import DeviceMemoryError, InputError, OptionError
+from .folding import MAX_FOLD_BYTES
 from .graph import build, read_model
 
 if TYPE_CHECKING:
@@ -262,23 +263,40 @@ def load(
     device: str = "cpu",
     input_name: str | None = None,
     output_name: str | None = None,
+    *,
+    base_dir: str | os.PathLike | None = None,
+    max_fold_bytes: int = MAX_FOLD_BYTES,
 ) -> Model:
     """Read an ONNX model (a path or a ModelProto) and prepare it for attribution.
 
+    A model is treated as untrusted input: what onnxruntime would refuse is refused here, naming
+    the node, and nothing the file says can make ``load`` read outside the model's folder or
+    allocate without bound.
+
     Args:
-        model: path to a ``.onnx`` file (external data beside it is loaded) or a ModelProto.
+        model: path to a ``.onnx`` file (external data is read from its folder, and only from
+            there) or a ModelProto (left unchanged).
         device: ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy).
         input_name: which graph input to attribute to, where the model has several.
         output_name: which tensor to explain; any graph output or intermediate tensor. By
             default the single graph output, with a final Softmax/LogSoftmax dropped so that the
             logits are explained.
+        base_dir: for a ModelProto whose tensors keep their data in external files: the folder
+            that holds them (locations may not leave it). Without it such a proto is refused.
+        max_fold_bytes: the most bytes one constant folded at load may take (default 256 MiB);
+            all of them together may take this plus four times the model's own tensors.
 
     Raises:
-        ModelError: not an ONNX model, or no such input/output.
-        UnsupportedOpError: a node whose op type or attributes are not implemented (named).
+        ModelError: not an ONNX model, invalid (the node named), external data outside the
+            folder, a folded constant over ``max_fold_bytes``, or no such input/output.
+        UnsupportedOpError: a node whose op type, opset form or attributes are not implemented
+            (named).
+        OptionError: ``base_dir`` with a path, or ``max_fold_bytes`` not a positive int.
     """
-    proto = read_model(model)
-    graph = canonize(build(proto, input_name=input_name, output_name=output_name))
+    if isinstance(max_fold_bytes, bool) or not isinstance(max_fold_bytes, int) or max_fold_bytes <= 0:
+        raise OptionError(f"max_fold_bytes must be a positive int (bytes), got {max_fold_bytes!r}")
+    proto = read_model(model, base_dir=base_dir)
+    graph = canonize(build(proto, input_name=input_name, output_name=output_name, max_fold_bytes=max_fold_bytes))
     return Model(graph, proto, device)
 
 

@@ -2,11 +2,12 @@
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import onnxattr
 from onnxattr import InputError, ModelError, OptionError, UnsupportedOpError
 from oracles import oracle
+from zoo import ort_run
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +133,102 @@ def test_every_error_class_is_exported():
     classes = {n for n, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.OnnxAttrError)}
     assert "DeviceMemoryError" in classes
     assert classes <= set(onnxattr.__all__) and all(getattr(onnxattr, n) is getattr(errors, n) for n in classes)
+
+
+# ---- what onnxruntime refuses, load refuses; what it runs, load accepts ---------------------
+def dense_model(w_shape=(4, 3), x_shape=("N", 4), opset=17, ir=None, out_shape=("N", 3), op="MatMul", **attrs):
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal(w_shape).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node(op, ["x", "w"], ["y"], name="the_layer", **attrs)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape and list(out_shape))], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    if ir is not None:
+        m.ir_version = ir
+    return m
+
+
+def test_opset_newer_than_onnx_knows_is_refused():
+    with pytest.raises(ModelError, match="opset 99 of the default ONNX domain"):
+        onnxattr.load(dense_model(opset=99))
+
+
+def test_op_definition_newer_than_the_kernels_is_unsupported_by_name():
+    path, _ = oracle("mlp")
+    proto = onnx.load(path)
+    proto.opset_import[0].version = 24
+    proto.graph.node[1].op_type = "Identity"  # Identity-24 is newer than the kernels' Identity-23
+    with pytest.raises(UnsupportedOpError, match=r"'/1/Relu'.*opset 24 uses Identity-24"):
+        onnxattr.load(proto)
+    assert onnxattr.load(dense_model(opset=24))  # MatMul did not change after opset 13
+
+
+def test_ir3_model_with_initializers_not_listed_as_inputs_runs():
+    proto = dense_model(opset=8, ir=3)
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(onnxattr.load(proto)(x), ort_run(proto, x, ["y"])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_output_without_declared_shape_runs():
+    proto = dense_model(out_shape=None)
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_allclose(onnxattr.load(proto)(x), ort_run(proto, x, ["y"])[0], rtol=1e-5)
+
+
+def test_input_declared_empty_or_not_float32_is_unsupported():
+    with pytest.raises(UnsupportedOpError, match=r"'x'.*dimension 1 is declared 0"):
+        onnxattr.load(dense_model(w_shape=(0, 3), x_shape=("N", 0)))
+    proto = dense_model()
+    proto.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    proto.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((4, 3)), "w"))
+    proto.graph.output[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    with pytest.raises(UnsupportedOpError, match=r"'x'.*float64"):
+        onnxattr.load(proto)
+
+
+@pytest.mark.parametrize("proto,match", [
+    (dense_model(w_shape=(5, 3)), "the_layer.*Incompatible dimensions"),
+    (dense_model(x_shape=("N", 0)), "the_layer.*Incompatible dimensions"),
+    (dense_model(w_shape=(3, 5), op="Gemm", transB=0, out_shape=("N", 5)), "the_layer.*Dimension mismatch"),
+    (dense_model(w_shape=(2, 4, 3, 3), x_shape=("N", 3, 8, 8), op="Conv", out_shape=None),
+     r"'the_layer' \(Conv\): input has 3 channels; the weight of shape \(2, 4, 3, 3\) with group=1 takes 4"),
+    (dense_model(w_shape=(3, 3, 3, 3), x_shape=("N", 6, 8, 8), op="Conv", out_shape=None, group=2),
+     "'the_layer' .*cannot be split into group=2 groups"),
+    (dense_model(w_shape=(4, 3, 3, 3), x_shape=("N", 3, 8, 8), op="Conv", out_shape=None, kernel_shape=[5, 5]),
+     r"'the_layer' .*kernel_shape \[5, 5\] differs"),
+    (dense_model(w_shape=(4, 0, 3, 3), x_shape=("N", "C", 8, 8), op="Conv", out_shape=None),
+     r"'the_layer' \(Conv\): weight of shape \(4, 0, 3, 3\) is empty"),
+], ids=["MatMul", "declared-width-0", "Gemm", "Conv-channels", "Conv-groups", "Conv-kernel", "Conv-empty-weight"])
+def test_mismatched_weights_are_refused_at_load_by_node(proto, match):
+    with pytest.raises(ModelError, match=match):
+        onnxattr.load(proto)
+
+
+def test_gemm_bias_that_does_not_broadcast_is_refused_at_load():
+    proto = dense_model(op="Gemm")
+    proto.graph.node[0].input.append("c")
+    proto.graph.initializer.append(numpy_helper.from_array(np.ones(5, np.float32), "c"))
+    with pytest.raises(ModelError, match=r"'the_layer' \(Gemm\): C of shape \(5,\) does not broadcast to \(N, 3\)"):
+        onnxattr.load(proto)
+
+
+def test_output_needing_a_second_input_is_unsupported():
+    nodes = [helper.make_node("Mul", ["a", "b"], ["y"], name="mul")]
+    g = helper.make_graph(nodes, "two", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 3]) for n in "ab"],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])])
+    with pytest.raises(UnsupportedOpError, match="'mul'.*reads 'b', another graph input"):
+        onnxattr.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), input_name="a")
+
+
+def test_model_text_in_messages_is_escaped():
+    def model(op_type, name):
+        g = helper.make_graph([helper.make_node(op_type, ["x"], ["y"], name=name)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    with pytest.raises(UnsupportedOpError) as e:
+        onnxattr.load(model("Hardmax", "evil\x1b]0;pwned\x07"))
+    assert str(e.value).isprintable() and "evil\\x1b]0;pwned\\x07" in str(e.value)
+    with pytest.raises(ModelError) as e:
+        onnxattr.load(model("No\x1b[2JOp", "n"))
+    assert str(e.value).isprintable() and "No\\x1b[2JOp" in str(e.value)

@@ -119,3 +119,118 @@ def test_layer_graph_on_networkx():
     assert nx.is_directed_acyclic_graph(g)
     adds = [n for n, d in g.nodes(data=True) if d["op_type"] == "Add"]
     assert adds and all(g.in_degree(a) == 2 for a in adds)  # residual: two producers
+
+
+# ---- untrusted models: external data stays inside the model's folder ----------------------
+def external_model(folder, location="weights.bin"):
+    """mlp saved with its weights in one external file, then pointed at ``location``."""
+    path, ref = oracle("mlp")
+    proto = onnx.load(path)
+    onnx.save_model(proto, folder / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    proto = onnx.load(folder / "ext.onnx", load_external_data=False)
+    for t in proto.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = location
+    return proto, ref
+
+
+def test_model_proto_with_external_data_needs_base_dir(tmp_path, monkeypatch):
+    proto, ref = external_model(tmp_path)
+    before = proto.SerializeToString()
+    monkeypatch.chdir(tmp_path)  # where the old loader looked
+    with pytest.raises(onnxattr.ModelError, match=f"keeps tensor '{proto.graph.initializer[0].name}' and .* external files; pass base_dir="):
+        onnxattr.load(proto)
+    model = onnxattr.load(proto, base_dir=tmp_path)
+    np.testing.assert_allclose(model(ref["input"]), ref["logits"], rtol=1e-4, atol=1e-5)
+    assert proto.SerializeToString() == before  # the caller's proto is left as it was
+    with pytest.raises(onnxattr.OptionError, match="base_dir= is only for a ModelProto"):
+        onnxattr.load(tmp_path / "ext.onnx", base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "sub/../../secret.bin", "/etc/hostname", "..\\secret.bin"])
+def test_external_data_outside_the_folder_is_refused(tmp_path, location):
+    (tmp_path / "secret.bin").write_bytes(b"\x00" * 100000)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    proto, _ = external_model(folder, location)
+    onnx.save_model(proto, folder / "bad.onnx")
+    with pytest.raises(onnxattr.ModelError, match="inside the model's folder"):
+        onnxattr.load(folder / "bad.onnx")
+    with pytest.raises(onnxattr.ModelError, match="inside the model's folder"):
+        onnxattr.load(proto, base_dir=folder)
+
+
+def test_external_data_through_a_symlink_out_is_refused(tmp_path):
+    (tmp_path / "secret.bin").write_bytes(b"\x00" * 100000)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    proto, _ = external_model(folder, "link.bin")
+    (folder / "link.bin").symlink_to(tmp_path / "secret.bin")
+    onnx.save_model(proto, folder / "bad.onnx")
+    with pytest.raises(onnxattr.ModelError, match="'link.bin' leads outside the model's folder"):
+        onnxattr.load(folder / "bad.onnx")
+
+
+def test_external_data_beyond_the_file_is_refused(tmp_path):
+    proto, _ = external_model(tmp_path)
+    t = proto.graph.initializer[0]
+    for e in t.external_data:
+        if e.key == "offset":
+            e.value = str(10**9)
+    onnx.save_model(proto, tmp_path / "bad.onnx")
+    with pytest.raises(onnxattr.ModelError, match=f"tensor '{t.name}': external data bytes .* lie outside"):
+        onnxattr.load(tmp_path / "bad.onnx")
+
+
+# ---- constant folding is bounded before it allocates ----------------------------------------
+def folded_model(node, inits):
+    """y = x + sum(node's output): the node's inputs are all constant, so load folds it."""
+    nodes = [node, helper.make_node("ReduceSum", [node.output[0]], ["s"], keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["y"])]
+    g = helper.make_graph(nodes, "fold", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("node,inits,size", [
+    (helper.make_node("Expand", ["one", "shape"], ["big"], name="the_expand"),
+     {"one": np.ones((1, 1), np.float32), "shape": np.array([100000, 100000], np.int64)}, "37.3 GiB"),
+    (helper.make_node("ConstantOfShape", ["shape"], ["big"], name="the_fill"),
+     {"shape": np.array([1 << 20, 1 << 20], np.int64)}, "4.0 TiB"),
+    (helper.make_node("Range", ["a", "b", "c"], ["big"], name="the_range"),
+     {"a": np.float32(0), "b": np.float32(1e12), "c": np.float32(1)}, "3.6 TiB"),
+    (helper.make_node("Tile", ["one", "reps"], ["big"], name="the_tile"),
+     {"one": np.ones((1, 1), np.float32), "reps": np.array([100000, 100000], np.int64)}, "37.3 GiB"),
+], ids=["Expand", "ConstantOfShape", "Range", "Tile"])
+def test_folding_bombs_are_refused_before_allocating(node, inits, size):
+    with pytest.raises(onnxattr.ModelError, match=f"'{node.name}' .*would allocate {size}, over max_fold_bytes"):
+        onnxattr.load(folded_model(node, inits))
+
+
+def test_max_fold_bytes_is_settable():
+    node = helper.make_node("ConstantOfShape", ["shape"], ["big"], name="fill",
+                            value=numpy_helper.from_array(np.ones(1, np.float32)))
+    proto = folded_model(node, {"shape": np.array([1024, 1024], np.int64)})  # 4 MiB
+    with pytest.raises(onnxattr.ModelError, match="'fill'.*4.0 MiB, over max_fold_bytes"):
+        onnxattr.load(proto, max_fold_bytes=1 << 20)
+    x = np.zeros((2, 3), np.float32)
+    np.testing.assert_allclose(onnxattr.load(proto, max_fold_bytes=8 << 20)(x), x + 1024 * 1024)
+    for bad in (0, -1, 1.5, True, "1G"):
+        with pytest.raises(onnxattr.OptionError, match="max_fold_bytes"):
+            onnxattr.load(proto, max_fold_bytes=bad)
+
+
+def test_many_folded_constants_are_bounded_together():
+    nodes = [helper.make_node("Expand", ["one", "shape"], [f"e{i}"], name=f"expand_{i}") for i in range(8)]
+    nodes += [helper.make_node("Sum", [f"e{i}" for i in range(8)], ["big"], name="sum")]
+    g = helper.make_graph(nodes + [helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+                                   helper.make_node("Add", ["x", "s"], ["y"])], "many",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                          [init("one", np.ones((1, 1), np.float32)), init("shape", np.array([4096, 4096], np.int64))])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])  # 8 x 64 MiB
+    with pytest.raises(onnxattr.ModelError, match="'expand_3'.*would bring the folded constants to 256.0 MiB"):
+        onnxattr.load(proto, max_fold_bytes=200 << 20)
