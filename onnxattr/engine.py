@@ -115,7 +115,7 @@ def backward(
         needs = [bool(t) and t in graph.live for t in node.inputs]
         rule = rule_for(node) if rule_for else None
         if rule is None:
-            gin = node.op.vjp(record.ctx, gs, needs)
+            gin = node.op.cotangents(record.ctx, gs, needs)
         else:
             gin = rule.backward(node, record, gs, needs)
         if observer is not None:

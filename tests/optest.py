@@ -77,7 +77,7 @@ def check_vjp(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str
     outputs, ctx = op.forward(*x64)
     gs = [rng.standard_normal(o.shape) if o.dtype.kind == "f" else None for o in outputs]
     needs = [i in wrt for i in range(len(inputs))]
-    grads = op.vjp(ctx, gs, needs)
+    grads = op.cotangents(ctx, gs, needs)
     for i in wrt:
         for _ in range(n_dirs):
             e = rng.standard_normal(x64[i].shape)
@@ -130,8 +130,8 @@ def same_on_gpu(op_type, inputs, attrs=None, opset=17, seed=0):
     rng = np.random.default_rng(seed)
     gs = [rng.standard_normal(o.shape).astype(o.dtype) if o.dtype.kind == "f" else None for o in host_out]
     needs = [a is not None and a.dtype.kind == "f" for a in inputs]
-    host_g = op.vjp(host_ctx, gs, needs)
-    dev_g = op.vjp(dev_ctx, [None if g is None else cp.asarray(g) for g in gs], needs)
+    host_g = op.cotangents(host_ctx, gs, needs)
+    dev_g = op.cotangents(dev_ctx, [None if g is None else cp.asarray(g) for g in gs], needs)
     for h, d in zip(host_g, dev_g):
         assert (h is None) == (d is None)
         if h is not None:

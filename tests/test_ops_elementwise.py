@@ -90,17 +90,9 @@ def test_gelu_opset_20(approximate):
     both("Gelu", [rand(3, 4) * F32(3)], attrs, opset=20)
 
 
-def test_erf_without_scipy(monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def no_scipy(name, *args, **kwargs):
-        if name.startswith("scipy"):
-            raise ImportError(name)
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_scipy)
+def test_erf_is_vectorized(monkeypatch):
+    """Erf runs scipy.special.erf on the whole array: no Python call per element."""
+    monkeypatch.setattr(np, "vectorize", None)
     y = both("Erf", [rand(3, 4)])[0]
     assert y.dtype == F32
 
@@ -122,7 +114,7 @@ def test_clip_vjp_at_the_bound_passes():
     op = make_op("Clip", {}, 13, "c")
     x = np.array([-1.0, 0.0, 0.5, 2.0], F32)
     (y,), ctx = op.forward(x, np.array(0.0, F32), np.array(1.0, F32))
-    g = op.vjp(ctx, [np.ones(4, F32)], [True, False, False])
+    g = op.cotangents(ctx, [np.ones(4, F32)], [True, False, False])
     assert len(g) == 3 and g[1] is None
     np.testing.assert_array_equal(g[0], [0, 1, 1, 0])
 
