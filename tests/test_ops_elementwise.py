@@ -209,3 +209,29 @@ def test_on_gpu(op_type, inputs, attrs, opset):
     from optest import same_on_gpu
 
     same_on_gpu(op_type, inputs, attrs, opset)
+
+
+@pytest.mark.parametrize("op_type", ["Sin", "Cos"])
+def test_sin_cos(op_type):
+    both(op_type, [rand(3, 4) * F32(3)], opset=7)
+
+
+@pytest.mark.parametrize("fmod", [0, 1])
+def test_mod_of_integers(fmod):
+    a = np.array([[-7, -3, 4, 9], [5, -8, 0, 13]], np.int64)
+    b = np.array([3, -4, 5, -2], np.int64)
+    check_op("Mod", [a, b], {"fmod": fmod}, opset=13)
+
+
+def test_mod_of_floats():
+    a = rand(3, 4) * F32(5)
+    b = np.array([1.5, -2.25, 0.7, -3.1], F32)  # quotients well away from integers
+    both("Mod", [a, b], {"fmod": 1}, opset=13, wrt=(0, 1))
+
+
+def test_mod_of_floats_without_fmod_is_refused():
+    from onnxattr.errors import UnsupportedOpError
+
+    op = make_op("Mod", {}, 13, "m")
+    with pytest.raises(UnsupportedOpError, match="'m'.*fmod=0"):
+        op.forward(rand(2), rand(2))

@@ -9,7 +9,8 @@ schema's default where the node gives none (None where the schema has no default
 strings to ``str`` and tensors to NumPy arrays, and sets each as an attribute of the op under
 its ONNX name (``self.axis``, ``self.kernel_shape``). It then checks the values the spec forbids,
 as the class declares them (``positive``, ``non_negative``, ``choices``), and calls ``setup()``
-for anything derived. Inputs that older opsets gave as attributes are read from either place.
+for anything derived. ``defaults`` gives the values of attributes that an older opset's schema
+lacks, so that every opset form reads the same names. Inputs that older opsets gave as attributes are read from either place.
 
 ``forward(*inputs)`` returns ``(outputs, ctx)``: a tuple of output arrays and whatever the vjp
 needs (keep it minimal: the engine holds every ``ctx`` until the backward pass).
@@ -89,6 +90,8 @@ class Op:
     non_negative: ClassVar[tuple[str, ...]] = ()
     #: string attributes and the values implemented
     choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: defaults of attributes that the schemas of older opsets lack (the later opsets' meaning)
+    defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -103,7 +106,7 @@ class Op:
         if missing:
             raise self.unsupported(f"the required attribute(s) {missing} are missing")
         #: every attribute of the schema, decoded, the node's values over the defaults
-        self.attrs: dict[str, Any] = {**defaults, **{k: decode(v) for k, v in attrs.items()}}
+        self.attrs: dict[str, Any] = {**self.defaults, **defaults, **{k: decode(v) for k, v in attrs.items()}}
         for key, value in self.attrs.items():
             if callable(getattr(type(self), key, None)):
                 raise TypeError(f"{type(self).__name__}: attribute {key!r} would hide a method")

@@ -89,6 +89,7 @@ class GatherND(Op):
 
     kind = "route"
     non_negative = ("batch_dims",)
+    defaults = {"batch_dims": 0}
 
     def forward(self, data: Array, indices: Array) -> tuple:
         xp = array_module(data)
@@ -110,6 +111,7 @@ class _Scatter(Op):
 
     kind = "other"
     choices = {"reduction": ("none", "add")}
+    defaults = {"reduction": "none"}
 
     def index(self, xp: Any, indices: Array, shape: tuple[int, ...]) -> tuple[Array, ...]:
         raise NotImplementedError

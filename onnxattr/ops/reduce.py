@@ -188,3 +188,32 @@ class ArgMax(_Arg):
 
 class ArgMin(_Arg):
     fn = "argmin"
+
+
+class CumSum(Op):
+    """y[..., i, ...] = sum of x[..., j, ...] over j <= i along ``axis`` (an input), j < i with
+    exclusive=1, and from the end with reverse=1. The vjp is the cumulative sum of g the other
+    way: the transposed triangle, with the same exclusivity."""
+
+    kind = "sum"
+
+    @staticmethod
+    def scan(x: Array, axis: int, exclusive: bool, reverse: bool) -> Array:
+        xp = array_module(x)
+        if reverse:
+            x = xp.flip(x, axis=axis)
+        y = xp.cumsum(x, axis=axis, dtype=x.dtype)
+        if exclusive:
+            y = xp.roll(y, 1, axis=axis)
+            y[(slice(None),) * axis + (0,)] = 0
+        return xp.flip(y, axis=axis) if reverse else y
+
+    def forward(self, x: Array, axis: Array) -> tuple:
+        a = host_ints(axis)[0]
+        if not -x.ndim <= a < x.ndim:
+            raise self.unsupported(f"axis={a} is out of range for an input of rank {x.ndim}")
+        a = norm_axis(a, x.ndim)
+        return (self.scan(x, a, bool(self.exclusive), bool(self.reverse)),), a
+
+    def vjp(self, ctx: int, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
+        return [self.scan(grads[0], ctx, bool(self.exclusive), not self.reverse)]

@@ -131,6 +131,7 @@ class DepthToSpace(_Blocks):
     x[n, c b^2 + i b + j, h, w] (mode CRD), with C' = C / b^2."""
 
     choices = {"mode": ("DCR", "CRD")}
+    defaults = {"mode": "DCR"}
 
     def plan(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], list[int], tuple[int, ...]]:
         n, c, h, w = shape
