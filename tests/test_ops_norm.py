@@ -150,3 +150,11 @@ def test_kinds():
 ])
 def test_onnx_backend_data(case):
     check_onnx_case(case)
+
+
+@pytest.mark.parametrize("axis", [-1, -2, 1])
+def test_rms_normalization(axis):
+    x = rand(2, 3, 4) * 2 + 0.5
+    scale = rand(*x.shape[axis:], seed=1)
+    check_op("RMSNormalization", [x, scale], {"axis": axis, "epsilon": 1e-3}, opset=23)
+    check_vjp("RMSNormalization", [x, scale], {"axis": axis, "epsilon": 1e-3}, opset=23, wrt=(0, 1))

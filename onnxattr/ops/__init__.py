@@ -1,6 +1,6 @@
 """The op registry: ONNX op type -> Op class. Importing the family modules registers their ops."""
 from . import (  # noqa: F401  (registration)
-    activation, arithmetic, constant, einsum, index, join, linear, norm, pool, reduce,
+    activation, arithmetic, attention, constant, einsum, index, join, linear, norm, pool, reduce,
     reshape, resize,
 )
 from .base import REGISTRY, Op

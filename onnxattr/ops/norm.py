@@ -1,5 +1,5 @@
 """Normalisation ops: BatchNormalization (inference form), InstanceNormalization,
-LayerNormalization, LRN, Softmax and LogSoftmax.
+LayerNormalization, RMSNormalization, LRN, Softmax and LogSoftmax.
 
 The parameters (scale, bias, running statistics) are constants: the vjps are with respect to the
 data input (and LayerNormalization's scale and bias, which are cheap). InstanceNormalization and
@@ -124,6 +124,36 @@ class LayerNormalization(Op):
         if len(needs) > 2 and needs[2]:
             out[2] = unbroadcast(g, bias_shape)
         return out
+
+
+class RMSNormalization(Op):
+    """y = x / sqrt(mean(x^2) + epsilon) * scale, the mean over the axes from ``axis`` to the
+    last (opset 23); half precision is computed in float32. The vjp with respect to x is
+    r (g s - xhat mean(g s xhat)), with r = 1 / sqrt(mean(x^2) + epsilon) and xhat = x r."""
+
+    kind = "other"
+
+    def forward(self, x: Array, scale: Array) -> tuple:
+        xp = array_module(x)
+        axes = tuple(range(norm_axis(self.axis, x.ndim), x.ndim))
+        dt = _compute_dtype(x.dtype)
+        xc = x.astype(dt, copy=False)
+        r = 1 / xp.sqrt(xp.square(xc).mean(axis=axes, keepdims=True) + xc.dtype.type(self.epsilon))
+        xhat = xc * r
+        y = xhat * scale.astype(dt, copy=False)
+        return (y.astype(x.dtype, copy=False),), (xhat, r, scale, axes)
+
+    def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
+        xhat, r, scale, axes = ctx
+        g = grads[0]
+        gc = g.astype(xhat.dtype, copy=False)
+        dx = ds = None
+        if needs[0]:
+            gs = gc * scale.astype(xhat.dtype, copy=False)
+            dx = (r * (gs - xhat * (gs * xhat).mean(axis=axes, keepdims=True))).astype(g.dtype, copy=False)
+        if needs[1]:
+            ds = unbroadcast(gc * xhat, scale.shape).astype(scale.dtype, copy=False)
+        return [dx, ds]
 
 
 def _channel_window_sum(xp: Any, a: Array, before: int, after: int) -> Array:
