@@ -174,3 +174,35 @@ def test_bad_attributes_raise():
 ])
 def test_onnx_backend_data(case):
     check_onnx_case(case)
+
+
+@pytest.mark.parametrize("op_type", ["AveragePool", "MaxPool"])
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [9, 9], "ceil_mode": 1, "strides": [9, 9]},  # HF EfficientNet's pooler
+    {"kernel_shape": [4, 4], "ceil_mode": 1, "strides": [2, 2]},
+    {"kernel_shape": [5, 5], "pads": [1, 1, 1, 1]},
+    {"kernel_shape": [5, 5], "pads": [1, 1, 1, 1], "count_include_pad": 1},
+])
+def test_window_larger_than_the_input_follows_onnxruntime(op_type, attrs):
+    if op_type == "MaxPool" and "count_include_pad" in attrs:
+        attrs = {k: v for k, v in attrs.items() if k != "count_include_pad"}
+    x = distinct(2, 3, 3, 3)
+    check_op(op_type, [x], attrs, opset=17)
+    check_vjp(op_type, [x], attrs, opset=17)
+
+
+def test_a_huge_kernel_costs_only_its_input():
+    op = make_op("AveragePool", {"kernel_shape": [1280, 1280], "strides": [1280, 1280], "ceil_mode": 1}, 17, "p")
+    (y,), _ = op.forward(np.ones((1, 2, 7, 7), np.float32))
+    np.testing.assert_allclose(y, np.ones((1, 2, 1, 1)))
+
+
+@pytest.mark.parametrize("attrs,why", [
+    ({"kernel_shape": [5, 5]}, "leaves no output"),
+    ({"kernel_shape": [5, 5], "ceil_mode": 1}, "leaves no output"),
+])
+def test_window_onnxruntime_refuses_is_refused_at_load(attrs, why):
+    op = make_op("AveragePool", attrs, 17, "pool")
+    with pytest.raises(UnsupportedOpError, match=f"'pool'.*{why}"):
+        op.check([(2, 3, 3, 3)])
+    op.check([(2, 3, None, 3)])  # unknown sizes are left to the forward

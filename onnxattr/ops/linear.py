@@ -14,7 +14,7 @@ crop as they copy.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..backend import array_module, use_kernels
 from ..kernels import window as cuda_window

@@ -23,7 +23,7 @@ sizes give s = m / n. Not implemented, with a clear error: mode 'cubic', coordin
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
