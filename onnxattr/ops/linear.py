@@ -242,17 +242,16 @@ class ConvTranspose(Linear, _Windowed):
 
     def window(self, x: Array, w: Array) -> tuple[Window, tuple[int, ...]]:
         """The Conv window that maps the padded output onto x, and the output's spatial shape."""
-        a = self.attrs
         spatial = tuple(x.shape[2:])
         nd = len(spatial)
-        kernel = tuple(int(k) for k in (a.get("kernel_shape") or w.shape[2:]))
+        kernel = tuple(self.kernel_shape or w.shape[2:])
         if kernel != tuple(w.shape[2:]):
             raise self.unsupported(f"kernel_shape {list(kernel)} differs from the weight's {w.shape[2:]}")
-        strides = tuple(int(v) for v in (a.get("strides") or (1,) * nd))
-        dilations = tuple(int(v) for v in (a.get("dilations") or (1,) * nd))
-        adj = tuple(int(v) for v in (a.get("output_padding") or (0,) * nd))
-        pads = [int(v) for v in (a.get("pads") or (0,) * (2 * nd))]
-        out_shape = a.get("output_shape")
+        strides = tuple(self.strides or (1,) * nd)
+        dilations = tuple(self.dilations or (1,) * nd)
+        adj = tuple(self.output_padding or (0,) * nd)
+        pads = list(self.pads or (0,) * (2 * nd))
+        out_shape = self.output_shape
         if len(strides) != nd or len(dilations) != nd or len(adj) != nd or len(pads) != 2 * nd:
             raise self.unsupported(
                 f"strides/dilations/output_padding/pads of lengths {len(strides)}/{len(dilations)}/"
