@@ -1,45 +1,16 @@
-import os
-
 import numpy as np
-import onnx
 import pytest
-from onnx import helper, numpy_helper
 
 from onnxattr.errors import UnsupportedOpError
 from onnxattr.ops import REGISTRY, make_op
-from optest import check_op, check_vjp, our_forward, rand
+from optest import check_onnx_case, check_op, check_vjp, our_forward, rand
 
-ONNX_DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 
 
 def distinct(*shape: int, seed: int = 0) -> np.ndarray:
     """Distinct values 0.01 apart in random order: MaxPool has no ties, so its vjp is smooth."""
     n = int(np.prod(shape))
     return (np.random.default_rng(seed).permutation(n) * 0.01 - n * 0.005).reshape(shape).astype(np.float32)
-
-
-def check_onnx_case(case: str) -> None:
-    """Run a single-node case of onnx's backend test data through the op and compare with its
-    stored output (the inputs are input_*.pb followed by the model's initializers)."""
-    folder = os.path.join(ONNX_DATA, case)
-    if not os.path.isdir(folder):
-        pytest.skip(f"onnx test data {case} not installed")
-    model = onnx.load(os.path.join(folder, "model.onnx"))
-    (node,) = model.graph.node
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    data = os.path.join(folder, "test_data_set_0")
-    feeds = [numpy_helper.to_array(onnx.load_tensor(os.path.join(data, f)))
-             for f in sorted(os.listdir(data)) if f.startswith("input_")]
-    values = dict(zip([i.name for i in model.graph.input if i.name not in
-                       {t.name for t in model.graph.initializer}], feeds))
-    values.update({t.name: numpy_helper.to_array(t) for t in model.graph.initializer})
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    op = make_op(node.op_type, attrs, opset, node.name)
-    (got, *_), _ = op.forward(*[values[i] if i else None for i in node.input])
-    want = numpy_helper.to_array(onnx.load_tensor(os.path.join(data, "output_0.pb")))
-    assert got.shape == want.shape
-    assert got.dtype == want.dtype
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def _pool_cases():
