@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from optest import check_op, ints, rand, run_reference
+from optest import check_op, ints, rand, run_reference, same_on_gpu
 
 I64 = np.int64
 CASES = [
@@ -37,3 +37,9 @@ CASES = [
 @pytest.mark.parametrize("op_type,inputs,attrs,opset", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_forward_equals_onnx_reference(op_type, inputs, attrs, opset):
     check_op(op_type, inputs, attrs, opset=opset, oracle=run_reference)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op_type,inputs,attrs,opset", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_same_on_gpu(op_type, inputs, attrs, opset):
+    same_on_gpu(op_type, inputs, attrs, opset=opset)

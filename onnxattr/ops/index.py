@@ -24,11 +24,15 @@ def _positive(xp: Any, index: Array, n: Any) -> Array:
     return xp.where(index < 0, index + n, index)
 
 
+def grids(xp: Any, shape: tuple[int, ...]) -> list[Array]:
+    """One broadcastable arange per axis of ``shape`` (numpy.indices(sparse=True), on NumPy or CuPy)."""
+    return [xp.arange(n).reshape((1,) * i + (n,) + (1,) * (len(shape) - i - 1)) for i, n in enumerate(shape)]
+
+
 def along_axis(xp: Any, index: Array, axis: int) -> tuple[Array, ...]:
     """The advanced index that picks, at every position of ``index``, the cell ``index`` names
     along ``axis`` and the same position along the other axes (take_along_axis's index)."""
-    grids = xp.indices(index.shape, sparse=True)
-    return tuple(index if i == axis else grid for i, grid in enumerate(grids))
+    return tuple(index if i == axis else grid for i, grid in enumerate(grids(xp, index.shape)))
 
 
 def nd_index(xp: Any, index: Array, shape: tuple[int, ...], batch_dims: int) -> tuple[Array, ...]:
@@ -38,9 +42,8 @@ def nd_index(xp: Any, index: Array, shape: tuple[int, ...], batch_dims: int) -> 
     lead = index.shape[:-1]
     dims = xp.asarray(shape[batch_dims:batch_dims + k], dtype=np.int64)
     index = _positive(xp, index, dims)
-    grids = xp.indices(lead[:batch_dims], sparse=True) if batch_dims else ()
     extra = (1,) * (len(lead) - batch_dims)
-    batch = tuple(grid.reshape(grid.shape + extra) for grid in grids)
+    batch = tuple(grid.reshape(grid.shape + extra) for grid in grids(xp, lead[:batch_dims]))
     return batch + tuple(index[..., j] for j in range(k))
 
 
