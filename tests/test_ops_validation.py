@@ -77,3 +77,29 @@ def test_matching_shapes_pass_the_check():
     make_op("MatMul", {}, 17, "m").check([(2, 3, 5), (5,)])
     make_op("Flatten", {"axis": 3}, 17, "f").check([(2, 3, 4)])
     make_op("Conv", {}, 17, "c").check([(None, 2, None, None), (4, 2, 3, 3)])
+
+
+BAD_BROADCASTS = [
+    ("Add", {}, [(2, 3, 4), (5,)]),
+    ("Mul", {}, [(2, 3), (3, 2)]),
+    ("Max", {}, [(2, 3), (3,), (4, 3)]),
+    ("Sum", {}, [(4,), (3,)]),
+    ("Where", {}, [(2, 3), (2, 3), (2, 4)]),
+    ("BatchNormalization", {}, [(1, 3, 4, 4), (4,), (3,), (3,), (3,)]),
+]
+
+
+@pytest.mark.parametrize("op_type,attrs,shapes", BAD_BROADCASTS)
+def test_operands_that_do_not_fit_are_refused_at_load(op_type, attrs, shapes):
+    op = make_op(op_type, attrs, 17, "n3")
+    with pytest.raises(UnsupportedOpError, match="'n3'"):
+        op.check(shapes)
+    inputs = [rand(*s, seed=i) > 0 if op_type == "Where" and i == 0 else rand(*s, seed=i) for i, s in enumerate(shapes)]
+    with pytest.raises(Exception):
+        run_ort(op_type, inputs, attrs, opset=17)
+
+
+def test_broadcasting_operands_pass_the_check():
+    make_op("Add", {}, 17, "a").check([(2, 1, 4), (3, 1), None])
+    make_op("Add", {}, 17, "a").check([(None, 3), (5, 1)])
+    make_op("BatchNormalization", {}, 17, "b").check([(None, 3, 4, 4)] + [(3,)] * 4)

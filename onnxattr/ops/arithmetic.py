@@ -13,12 +13,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backend import array_module, to_host
-from .base import Array, Grads, Op, unbroadcast
+from .base import Array, Grads, Op, Shape, check_broadcast, unbroadcast
 
 class _Binary(Op):
     """y = a (op) b with NumPy broadcasting; subclasses give ``f`` and the two partials."""
 
     kind = "other"
+
+    def check(self, shapes: Sequence[Shape | None]) -> None:
+        check_broadcast(self, shapes)
 
     def f(self, a: Array, b: Array) -> Array:
         raise NotImplementedError
@@ -137,6 +140,9 @@ class _Extremum(Op):
 
     pick: Any = None
 
+    def check(self, shapes: Sequence[Shape | None]) -> None:
+        check_broadcast(self, shapes)
+
     def forward(self, *xs: Array) -> tuple[tuple[Array], tuple]:
         y = xs[0]
         for x in xs[1:]:
@@ -166,6 +172,9 @@ class Sum(Op):
 
     kind = "sum"
 
+    def check(self, shapes: Sequence[Shape | None]) -> None:
+        check_broadcast(self, shapes)
+
     def forward(self, *xs: Array) -> tuple[tuple[Array], tuple]:
         y = xs[0]
         for x in xs[1:]:
@@ -180,6 +189,9 @@ class Mean(Op):
     """y = (x_1 + ... + x_n) / n with broadcasting."""
 
     kind = "sum"
+
+    def check(self, shapes: Sequence[Shape | None]) -> None:
+        check_broadcast(self, shapes)
 
     def forward(self, *xs: Array) -> tuple[tuple[Array], tuple]:
         y = xs[0]

@@ -190,6 +190,19 @@ class Linear(Op):
     bias_input: ClassVar[int] = 2
 
 
+def check_broadcast(op: Op, shapes: Sequence[Shape | None]) -> None:
+    """Refuse operands whose known dimensions do not broadcast (NumPy's rule, ONNX's from
+    opset 7; older opsets' ``broadcast``/``axis`` attributes are left to the forward)."""
+    if op.opset < 7:
+        return
+    known = [s for s in shapes if s is not None]
+    rank = max((len(s) for s in known), default=0)
+    for i in range(1, rank + 1):
+        dims = {s[-i] for s in known if len(s) >= i and s[-i] is not None and s[-i] != 1}
+        if len(dims) > 1:
+            raise op.unsupported(f"operands of shapes {[list(s) for s in known]} do not broadcast")
+
+
 def host_ints(a: Array | None) -> list[int] | None:
     """A shape-like input (axes, pads, shape, starts...) as a list of Python ints."""
     if a is None:

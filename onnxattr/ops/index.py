@@ -15,7 +15,7 @@ import numpy as np
 
 from ..backend import array_module
 from .axismap import scatter_add_axis
-from .base import Array, Grads, Op, host_ints, norm_axis, unbroadcast
+from .base import Array, Grads, Op, Shape, check_broadcast, host_ints, norm_axis, unbroadcast
 
 
 def _positive(xp: Any, index: Array, n: Any) -> Array:
@@ -162,6 +162,9 @@ class Where(Op):
     condition holds and to z elsewhere."""
 
     kind = "other"
+
+    def check(self, shapes: Sequence[Shape | None]) -> None:
+        check_broadcast(self, shapes)
 
     def forward(self, condition: Array, x: Array, z: Array) -> tuple:
         xp = array_module(condition, x, z)

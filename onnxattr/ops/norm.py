@@ -44,6 +44,14 @@ class BatchNormalization(Op):
     kind = "other"
     max_outputs: ClassVar[int] = 1
 
+    def check(self, shapes: Sequence[Shape | None]) -> None:
+        x = shapes[0]
+        if x is None or len(x) < 2 or x[1] is None or self.opset < 9:
+            return
+        bad = [list(s) for s in shapes[1:5] if s is not None and tuple(s) != (x[1],)]
+        if bad:
+            raise self.unsupported(f"parameters of shapes {bad} do not match the {x[1]} channels of input {list(x)}")
+
     def setup(self) -> None:
         if self.attrs.get("training_mode"):
             raise self.unsupported("training_mode=1 (batch statistics); only inference is implemented")
