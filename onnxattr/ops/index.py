@@ -65,16 +65,18 @@ class Gather(Op):
         return [scatter_add_axis(grads[0], idx, n, axis) if needs[0] else None]
 
 
-class GatherElements(Op):
-    """y[i, j, k] = data[i, indices[i, j, k], k] for axis 1 (any axis and rank alike): torch's
-    gather. The vjp scatter-adds g into the named cells."""
+class _GatherAt(Op):
+    """y = data[index]: an advanced index of data built from the indices input by ``index``;
+    the vjp scatter-adds g into the named cells (repeats add up)."""
 
     kind = "route"
 
+    def index(self, xp: Any, indices: Array, shape: tuple[int, ...]) -> tuple[Array, ...]:
+        raise NotImplementedError
+
     def forward(self, data: Array, indices: Array) -> tuple:
         xp = array_module(data)
-        axis = norm_axis(self.axis, data.ndim)
-        index = along_axis(xp, _positive(xp, indices, data.shape[axis]), axis)
+        index = self.index(xp, xp.asarray(indices), tuple(data.shape))
         return (data[index],), (tuple(data.shape), index)
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
@@ -86,26 +88,24 @@ class GatherElements(Op):
         return [dx]
 
 
-class GatherND(Op):
-    """y[b..., m...] = data[b..., indices[b..., m..., 0], ..., indices[b..., m..., k-1], ...]
-    with ``batch_dims`` leading axes b shared by data and indices. The vjp scatter-adds."""
+class GatherElements(_GatherAt):
+    """y[i, j, k] = data[i, indices[i, j, k], k] for axis 1 (any axis and rank alike): torch's
+    gather."""
 
-    kind = "route"
+    def index(self, xp: Any, indices: Array, shape: tuple[int, ...]) -> tuple[Array, ...]:
+        axis = norm_axis(self.axis, len(shape))
+        return along_axis(xp, _positive(xp, indices, shape[axis]), axis)
+
+
+class GatherND(_GatherAt):
+    """y[b..., m...] = data[b..., indices[b..., m..., 0], ..., indices[b..., m..., k-1], ...]
+    with ``batch_dims`` leading axes b shared by data and indices."""
+
     non_negative = ("batch_dims",)
     defaults = {"batch_dims": 0}
 
-    def forward(self, data: Array, indices: Array) -> tuple:
-        xp = array_module(data)
-        index = nd_index(xp, xp.asarray(indices), tuple(data.shape), self.batch_dims)
-        return (data[index],), (tuple(data.shape), index)
-
-    def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
-        shape, index = ctx
-        g = grads[0]
-        xp = array_module(g)
-        dx = xp.zeros(shape, dtype=g.dtype)
-        xp.add.at(dx, index, g)
-        return [dx]
+    def index(self, xp: Any, indices: Array, shape: tuple[int, ...]) -> tuple[Array, ...]:
+        return nd_index(xp, indices, shape, self.batch_dims)
 
 
 class _Scatter(Op):
@@ -144,17 +144,15 @@ class ScatterElements(_Scatter):
     """y = data, then y[i, indices[i, j, k], k] (op)= updates[i, j, k] for axis 1 (any axis and
     rank alike): torch's scatter (opset 11; Scatter before it)."""
 
-    def index(self, xp: Any, indices: Array, shape: tuple[int, ...]) -> tuple[Array, ...]:
-        axis = norm_axis(self.axis, len(shape))
-        return along_axis(xp, _positive(xp, indices, shape[axis]), axis)
+    index = GatherElements.index
 
 
 class ScatterND(_Scatter):
     """y = data, then y[indices[m..., :]] (op)= updates[m...]: each index row names a cell or a
     slice of the first k axes."""
 
-    def index(self, xp: Any, indices: Array, shape: tuple[int, ...]) -> tuple[Array, ...]:
-        return nd_index(xp, indices, shape, 0)
+    batch_dims = 0
+    index = GatherND.index
 
 
 class Where(Op):
