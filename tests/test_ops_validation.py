@@ -5,7 +5,7 @@ import pytest
 
 from onnxattr.errors import UnsupportedOpError
 from onnxattr.ops import make_op
-from optest import rand, run_ort
+from optest import ints, rand, run_ort
 
 X = rand(1, 2, 6, 6)
 W = rand(4, 2, 3, 3, seed=1)
@@ -103,3 +103,28 @@ def test_broadcasting_operands_pass_the_check():
     make_op("Add", {}, 17, "a").check([(2, 1, 4), (3, 1), None])
     make_op("Add", {}, 17, "a").check([(None, 3), (5, 1)])
     make_op("BatchNormalization", {}, 17, "b").check([(None, 3, 4, 4)] + [(3,)] * 4)
+
+
+BAD_VALUES = [
+    ("Reshape", {}, [(2, 3, 4), (3,)], [None, ints([5, -1, 2])], "reshape"),
+    ("Reshape", {}, [(2, 3, 4), (2,)], [None, ints([-1, -1])], "reshape"),
+    ("Squeeze", {}, [(2, 3, 1), (1,)], [None, ints([1])], "squeeze"),
+    ("Unsqueeze", {}, [(2, 3), (2,)], [None, ints([0, 0])], "distinct"),
+    ("Unsqueeze", {}, [(2, 3), (1,)], [None, ints([5])], "distinct"),
+]
+
+
+@pytest.mark.parametrize("op_type,attrs,shapes,values,why", BAD_VALUES)
+def test_constant_operands_that_do_not_fit_are_refused_at_load(op_type, attrs, shapes, values, why):
+    op = make_op(op_type, attrs, 13, "n5")
+    with pytest.raises(UnsupportedOpError, match=f"'n5'.*{why}"):
+        op.check(shapes, values)
+    with pytest.raises(Exception):
+        run_ort(op_type, [rand(*shapes[0]), values[1]], attrs, opset=13)
+
+
+def test_fitting_constant_operands_pass_the_check():
+    make_op("Reshape", {}, 13, "r").check([(2, 3, 4), (3,)], [None, ints([0, -1, 2])])
+    make_op("Reshape", {}, 13, "r").check([(None, 3, 4), (2,)], [None, ints([0, -1])])
+    make_op("Squeeze", {}, 13, "s").check([(2, 1, 3), (1,)], [None, ints([-2])])
+    make_op("Unsqueeze", {}, 13, "u").check([(2, 3), (2,)], [None, ints([0, -1])])

@@ -20,7 +20,7 @@ class _Binary(Op):
 
     kind = "other"
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         check_broadcast(self, shapes)
 
     def f(self, a: Array, b: Array) -> Array:
@@ -140,7 +140,7 @@ class _Extremum(Op):
 
     pick: Any = None
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         check_broadcast(self, shapes)
 
     def forward(self, *xs: Array) -> tuple[tuple[Array], tuple]:
@@ -172,7 +172,7 @@ class Sum(Op):
 
     kind = "sum"
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         check_broadcast(self, shapes)
 
     def forward(self, *xs: Array) -> tuple[tuple[Array], tuple]:
@@ -190,7 +190,7 @@ class Mean(Op):
 
     kind = "sum"
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         check_broadcast(self, shapes)
 
     def forward(self, *xs: Array) -> tuple[tuple[Array], tuple]:

@@ -49,7 +49,7 @@ class Attention(Op):
     max_outputs: ClassVar[int] = 1
     non_negative = ("softcap",)
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         if any(s is not None for s in shapes[4:]):
             raise self.unsupported("the past key/value cache and nonpad_kv_seqlen inputs are not implemented")
         q = shapes[0] if shapes else None

@@ -130,9 +130,10 @@ class Op:
     def setup(self) -> None:
         """Derive what the op needs from its attributes (after they are set and checked)."""
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
-        """Refuse, at load, inputs of these shapes (from shape inference; None where unknown)
-        that the op cannot run. The default accepts anything."""
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        """Refuse, at load, inputs of these shapes (from shape inference; None where unknown
+        or omitted) and constant values (None where not constant) that the op cannot run. The
+        default accepts anything."""
 
     def unsupported(self, detail: str) -> UnsupportedOpError:
         """An error naming this node, for an attribute or input form that is not implemented."""

@@ -161,7 +161,7 @@ class Where(Op):
 
     kind = "other"
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         check_broadcast(self, shapes)
 
     def forward(self, condition: Array, x: Array, z: Array) -> tuple:

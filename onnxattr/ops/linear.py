@@ -27,7 +27,7 @@ class Conv(Linear, _Windowed):
 
     positive = _Windowed.positive + ("group",)
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         x, w = shapes[0], shapes[1]
         b = shapes[2] if len(shapes) > 2 else None
         if x is None or w is None:
@@ -147,7 +147,7 @@ class Gemm(Linear):
         self.trans_a = bool(self.transA)
         self.trans_b = bool(self.transB)
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         a, b = shapes[0], shapes[1]
         if a is None or b is None:
             return
@@ -191,7 +191,7 @@ class MatMul(Op):
 
     kind = "other"
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         a, b = shapes
         if a is None or b is None or not a or not b:
             return
@@ -287,7 +287,7 @@ class ConvTranspose(Linear, _Windowed):
         )
         return win, out
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         x, w = shapes[0], shapes[1]
         if x is None or w is None:
             return

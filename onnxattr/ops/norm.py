@@ -44,7 +44,7 @@ class BatchNormalization(Op):
     kind = "other"
     max_outputs: ClassVar[int] = 1
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         x = shapes[0]
         if x is None or len(x) < 2 or x[1] is None or self.opset < 9:
             return
@@ -209,7 +209,7 @@ class _SoftmaxFamily(Op):
 
     kind = "other"
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         if shapes and shapes[0] is not None and not -len(shapes[0]) <= self.axis < max(len(shapes[0]), 1):
             raise self.unsupported(f"axis={self.axis} is out of range for an input of rank {len(shapes[0])}")
 

@@ -45,7 +45,7 @@ class _Pool(_Windowed):
         self.kernel = tuple(self.kernel_shape)
         self.ceil_mode = bool(self.attrs.get("ceil_mode"))
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         shape = shapes[0] if shapes else None
         if shape is None:
             return

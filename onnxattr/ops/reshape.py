@@ -29,7 +29,7 @@ class _Reshape(Op):
 class Flatten(_Reshape):
     """y = x reshaped to (prod(shape[:axis]), prod(shape[axis:])); axis in [-rank, rank]."""
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         if shapes and shapes[0] is not None and not -len(shapes[0]) <= self.axis <= len(shapes[0]):
             raise self.unsupported(f"axis={self.axis} is out of range for an input of rank {len(shapes[0])}")
 
@@ -41,48 +41,88 @@ class Flatten(_Reshape):
         return (x.reshape(shape),), x.shape
 
 
+def _static(shape: Shape | None) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
+
+
+def _given(values: Sequence[Array | None], i: int) -> list[int] | None:
+    """Constant input i as ints (None where it is not constant or omitted)."""
+    return host_ints(values[i]) if len(values) > i and values[i] is not None else None
+
+
 class Reshape(_Reshape):
     """y = x reshaped to ``shape`` (an attribute before opset 5, an input since): a 0 copies the
     input's dimension (unless allowzero=1, opset 14, where 0 means an empty axis), -1 is inferred."""
 
-    def forward(self, x: Array, shape: Array | None = None) -> tuple:
-        spec = host_ints(shape) if shape is not None else self.attrs.get("shape")
+    def target(self, shape: tuple[int, ...], spec: list[int] | None) -> tuple[int, ...]:
+        """The output shape for an input of ``shape``; refuses a spec that does not fit it."""
         if spec is None:
             raise self.unsupported("no target shape (neither a 'shape' input nor attribute)")
         if not self.attrs.get("allowzero"):
-            spec = [x.shape[i] if d == 0 else d for i, d in enumerate(spec)]
-        return (x.reshape(spec),), x.shape
+            spec = [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(spec)]
+        known = math.prod(d for d in spec if d != -1)
+        total = math.prod(shape)
+        if spec.count(-1) > 1 or min(spec, default=0) < -1 or (
+            total != known if -1 not in spec else known == 0 or total % known
+        ):
+            raise self.unsupported(f"cannot reshape an input of shape {list(shape)} to {spec}")
+        return tuple(total // known if d == -1 else d for d in spec)
+
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        spec = _given(values, 1) if len(shapes) > 1 else self.attrs.get("shape")
+        if _static(shapes[0]) and spec is not None:
+            self.target(tuple(shapes[0]), spec)
+
+    def forward(self, x: Array, shape: Array | None = None) -> tuple:
+        spec = host_ints(shape) if shape is not None else self.attrs.get("shape")
+        return (x.reshape(self.target(tuple(x.shape), spec)),), x.shape
 
 
 class Squeeze(_Reshape):
     """y = x without the size-1 axes in ``axes`` (attribute before opset 13, input since), or
     without every size-1 axis where none are given."""
 
+    def target(self, shape: tuple[int, ...], spec: list[int] | None) -> tuple[int, ...]:
+        if spec is None:
+            spec = [i for i, n in enumerate(shape) if n == 1]
+        drop = {norm_axis(a, len(shape)) for a in spec}
+        bad = [a for a in drop if not 0 <= a < len(shape) or shape[a] != 1]
+        if bad:
+            raise self.unsupported(f"cannot squeeze axes {spec} of shape {list(shape)}: not of size 1")
+        return tuple(n for i, n in enumerate(shape) if i not in drop)
+
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        spec = _given(values, 1) if len(shapes) > 1 else self.attrs.get("axes")
+        if _static(shapes[0]) and (spec is not None or len(shapes) == 1):
+            self.target(tuple(shapes[0]), spec)
+
     def forward(self, x: Array, axes: Array | None = None) -> tuple:
         spec = host_ints(axes) if axes is not None else self.attrs.get("axes")
-        if spec is None:
-            spec = [i for i, n in enumerate(x.shape) if n == 1]
-        drop = {norm_axis(a, x.ndim) for a in spec}
-        bad = [a for a in drop if not 0 <= a < x.ndim or x.shape[a] != 1]
-        if bad:
-            raise self.unsupported(f"cannot squeeze axes {sorted(bad)} of shape {tuple(x.shape)}: not of size 1")
-        shape = tuple(n for i, n in enumerate(x.shape) if i not in drop)
-        return (x.reshape(shape),), x.shape
+        return (x.reshape(self.target(tuple(x.shape), spec)),), x.shape
 
 
 class Unsqueeze(_Reshape):
     """y = x with size-1 axes inserted at ``axes`` (positions in the output; attribute before
     opset 13, input since)."""
 
-    def forward(self, x: Array, axes: Array | None = None) -> tuple:
-        spec = host_ints(axes) if axes is not None else self.attrs.get("axes")
+    def target(self, shape: tuple[int, ...], spec: list[int] | None) -> tuple[int, ...]:
         if spec is None:
             raise self.unsupported("no 'axes' (neither an input nor an attribute)")
-        rank = x.ndim + len(spec)
+        rank = len(shape) + len(spec)
         new = {norm_axis(a, rank) for a in spec}
-        dims = iter(x.shape)
-        shape = tuple(1 if i in new else next(dims) for i in range(rank))
-        return (x.reshape(shape),), x.shape
+        if len(new) != len(spec) or not all(0 <= a < rank for a in new):
+            raise self.unsupported(f"axes {spec} do not name distinct axes of the rank-{rank} output")
+        dims = iter(shape)
+        return tuple(1 if i in new else next(dims) for i in range(rank))
+
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        spec = _given(values, 1) if len(shapes) > 1 else self.attrs.get("axes")
+        if shapes[0] is not None and spec is not None:
+            self.target(tuple(shapes[0]), spec)
+
+    def forward(self, x: Array, axes: Array | None = None) -> tuple:
+        spec = host_ints(axes) if axes is not None else self.attrs.get("axes")
+        return (x.reshape(self.target(tuple(x.shape), spec)),), x.shape
 
 
 class _Permute(Op):
@@ -120,7 +160,7 @@ class _Blocks(_Permute):
 
     positive = ("blocksize",)
 
-    def check(self, shapes: Sequence[Shape | None]) -> None:
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
         shape = shapes[0] if shapes else None
         if shape is not None and len(shape) != 4:
             raise self.unsupported(f"input of rank {len(shape)}; the op needs (N, C, H, W)")
