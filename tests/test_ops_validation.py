@@ -128,3 +128,21 @@ def test_fitting_constant_operands_pass_the_check():
     make_op("Reshape", {}, 13, "r").check([(None, 3, 4), (2,)], [None, ints([0, -1])])
     make_op("Squeeze", {}, 13, "s").check([(2, 1, 3), (1,)], [None, ints([-2])])
     make_op("Unsqueeze", {}, 13, "u").check([(2, 3), (2,)], [None, ints([0, -1])])
+
+
+@pytest.mark.parametrize("op_type,attrs,shapes,values,why", [
+    ("Split", {"axis": 1}, [(2, 7), (2,)], [None, ints([3, 3])], "add up"),
+    ("Split", {"axis": 3}, [(2, 7)], [None], "out of range"),
+    ("Concat", {"axis": 1}, [(2, 3), (4, 3)], [None, None], "differ"),
+    ("Concat", {"axis": 2}, [(2, 3), (2, 3)], [None, None], "cannot be joined"),
+    ("Gather", {"axis": 0}, [(4, 3), (2,)], [None, ints([1, 4])], "out of range"),
+    ("Gather", {"axis": 2}, [(4, 3), (2,)], [None, None], "out of range"),
+])
+def test_join_and_gather_operands_are_checked_at_load(op_type, attrs, shapes, values, why):
+    op = make_op(op_type, attrs, 13, "n9")
+    op.n_outputs = 2
+    with pytest.raises(UnsupportedOpError, match=f"'n9'.*{why}"):
+        op.check(shapes, values)
+    make_op("Split", {"axis": 1}, 13, "ok").check([(2, 7), (2,)], [None, ints([3, 4])])
+    make_op("Gather", {"axis": -1}, 13, "ok").check([(4, 3), (2,)], [None, ints([-3, 2])])
+    make_op("Concat", {"axis": -1}, 13, "ok").check([(2, None), (None, 3)], [None, None])

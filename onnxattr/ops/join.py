@@ -13,13 +13,25 @@ import numpy as np
 
 from ..backend import array_module, to_host
 from .axismap import gather_axis, transpose_map
-from .base import Array, Grads, Op, host_ints, norm_axis
+from .base import Array, Grads, Op, Shape, host_ints, norm_axis
 
 
 class Concat(Op):
     """y = the inputs joined along ``axis``; the vjp slices the cotangent back into pieces."""
 
     kind = "route"
+
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        known = [s for s in shapes if s is not None]
+        if not known:
+            return
+        rank = len(known[0])
+        if any(len(s) != rank for s in known) or not -rank <= self.axis < rank:
+            raise self.unsupported(f"inputs of shapes {[list(s) for s in known]} cannot be joined on axis {self.axis}")
+        axis = norm_axis(self.axis, rank)
+        for i in set(range(rank)) - {axis}:
+            if len({s[i] for s in known if s[i] is not None}) > 1:
+                raise self.unsupported(f"inputs of shapes {[list(s) for s in known]} differ off axis {self.axis}")
 
     def forward(self, *xs: Array) -> tuple:
         xp = array_module(*xs)
@@ -50,6 +62,17 @@ class Split(Op):
         self.num_outputs = self.attrs.get("num_outputs")
         #: the node's number of outputs, for an equal split without 'split' or 'num_outputs'
         self.n_outputs: int | None = self.num_outputs
+
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        x = shapes[0]
+        if x is None:
+            return
+        if not -len(x) <= self.axis < len(x):
+            raise self.unsupported(f"axis={self.axis} is out of range for an input of rank {len(x)}")
+        split = values[1] if len(values) > 1 else None
+        n = x[norm_axis(self.axis, len(x))]
+        if n is not None and (split is not None or len(shapes) < 2 or shapes[1] is None):
+            self.sizes(n, split)
 
     def sizes(self, n: int, split: Array | None) -> list[int]:
         sizes = host_ints(split) if split is not None else self.attrs.get("split")
