@@ -57,23 +57,19 @@ class Einsum(Op):
         present = set(self.output + "".join(others))
         letters = term.replace(ELLIPSIS, "")
         kept = "".join(c for c in letters if c in present)
-        lead = ELLIPSIS if ELLIPSIS in term else ""
         # the ellipsis stays in the result (numpy cannot sum it away), and is summed below
         eq = ",".join([self.output] + others) + "->" + (ELLIPSIS if ELLIPSIS in self.output else "") + kept
         r = xp.einsum(eq, g, *[xs[j] for j in range(len(xs)) if j != i])
-        n_ell = x.ndim - len(letters)
+        ellipsis = self._ellipsis_shape(term, x.shape)
         dims = dict(zip(letters, self._letter_dims(term, x.shape)))
-        r = unbroadcast(r, tuple(self._ellipsis_shape(term, x.shape)) + tuple(dims[c] for c in kept))
+        r = unbroadcast(r, ellipsis + tuple(dims[c] for c in kept))
         # the letters summed only in this operand come back as broadcast axes
-        missing = [c for c in letters if c not in present]
-        r = r.reshape(r.shape + (1,) * len(missing))
-        r = xp.broadcast_to(r, r.shape[:n_ell + len(kept)] + tuple(dims[c] for c in missing))
-        order = list(range(n_ell)) if lead else []
-        axis_of = {c: n_ell + k for k, c in enumerate(kept + "".join(missing))}
-        perm = []
-        for part in term.split(ELLIPSIS) if lead else [term]:
-            perm.append([axis_of[c] for c in part])
-        perm = perm[0] + order + perm[1] if lead else perm[0]
+        missing = "".join(c for c in letters if c not in present)
+        r = xp.broadcast_to(r.reshape(r.shape + (1,) * len(missing)), r.shape + tuple(dims[c] for c in missing))
+        # r's axes are (ellipsis, kept, missing): put them in the operand's order
+        axis_of = {c: len(ellipsis) + k for k, c in enumerate(kept + missing)}
+        head, _, tail = term.partition(ELLIPSIS)
+        perm = [axis_of[c] for c in head] + list(range(len(ellipsis))) + [axis_of[c] for c in tail]
         return xp.ascontiguousarray(r.transpose(perm))
 
     @staticmethod
