@@ -110,7 +110,7 @@ def backward(
             continue
         needs = [bool(t) and t in graph.live for t in node.inputs]
         if record.rule is None:
-            gin = node.op.vjp(record.ctx, gs, needs)
+            gin = node.op.cotangents(record.ctx, gs, needs)
         else:
             gin = record.rule.backward(node, record, gs, needs)
         if observer is not None:

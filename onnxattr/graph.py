@@ -191,6 +191,9 @@ def build(
     _check_outputs(nodes, [v.name for v in graph.output])
     _check_operands(nodes, constants, shapes)
     nodes = fold_constants(nodes, constants, shapes, {k: i.dtype for k, i in infos.items()}, proto, max_fold_bytes)
+    for n in nodes:  # what a kernel cannot run is refused now, never at forward time
+        n.op.check([constants[t].shape if t in constants else shapes.get(t) if t else None for t in n.inputs],
+                   [constants.get(t) if t else None for t in n.inputs])
 
     dropped = None
     if output_name is None:

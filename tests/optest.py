@@ -6,21 +6,24 @@ in float64 on random directions.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper
+import pytest
+from onnx import helper, numpy_helper
 
 from onnxattr.ops import make_op
 
 DEFAULT_OPSET = 17
+ONNX_DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 
 
-def run_ort(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any],
-            n_outputs: int = 1, opset: int = DEFAULT_OPSET) -> list[np.ndarray]:
-    """The op's outputs computed by onnxruntime (None inputs are omitted optional inputs)."""
+def single_node_model(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any],
+                      n_outputs: int = 1, opset: int = DEFAULT_OPSET) -> tuple[onnx.ModelProto, dict]:
+    """A one-node model of the op (None inputs are omitted optional inputs) and its feeds."""
     names = [f"in{i}" if a is not None else "" for i, a in enumerate(inputs)]
     outs = [f"out{i}" for i in range(n_outputs)]
     node = helper.make_node(op_type, names, outs, **attrs)
@@ -35,9 +38,24 @@ def run_ort(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, 
     for out in model.graph.output:
         out.type.CopyFrom(types[out.name])
     model.ir_version = min(model.ir_version, 10)
+    return model, {n: a for n, a in zip(names, inputs) if a is not None}
+
+
+def run_ort(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any],
+            n_outputs: int = 1, opset: int = DEFAULT_OPSET) -> list[np.ndarray]:
+    """The op's outputs computed by onnxruntime (None inputs are omitted optional inputs)."""
+    model, feeds = single_node_model(op_type, inputs, attrs, n_outputs, opset)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {n: a for n, a in zip(names, inputs) if a is not None}
     return sess.run(None, feeds)
+
+
+def run_reference(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any],
+                  n_outputs: int = 1, opset: int = DEFAULT_OPSET) -> list[np.ndarray]:
+    """The op's outputs computed by onnx's reference evaluator (the second oracle)."""
+    from onnx.reference import ReferenceEvaluator
+
+    model, feeds = single_node_model(op_type, inputs, attrs, n_outputs, opset)
+    return ReferenceEvaluator(model).run(None, feeds)
 
 
 def our_forward(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any],
@@ -52,10 +70,11 @@ def _parsed(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_op(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any] | None = None,
-             n_outputs: int = 1, opset: int = DEFAULT_OPSET, rtol: float = 1e-4) -> tuple:
-    """Assert our forward equals onnxruntime's; return our (outputs, ctx)."""
+             n_outputs: int = 1, opset: int = DEFAULT_OPSET, rtol: float = 1e-4, oracle: Any = None) -> tuple:
+    """Assert our forward equals onnxruntime's (or ``oracle``'s, e.g. ``run_reference``); return
+    our (outputs, ctx)."""
     attrs = attrs or {}
-    expected = run_ort(op_type, inputs, attrs, n_outputs, opset)
+    expected = (oracle or run_ort)(op_type, inputs, attrs, n_outputs, opset)
     outputs, ctx = our_forward(op_type, inputs, attrs, opset)
     for i, (got, want) in enumerate(zip(outputs, expected)):
         got = np.asarray(got)
@@ -77,7 +96,7 @@ def check_vjp(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str
     outputs, ctx = op.forward(*x64)
     gs = [rng.standard_normal(o.shape) if o.dtype.kind == "f" else None for o in outputs]
     needs = [i in wrt for i in range(len(inputs))]
-    grads = op.vjp(ctx, gs, needs)
+    grads = op.cotangents(ctx, gs, needs)
     for i in wrt:
         for _ in range(n_dirs):
             e = rng.standard_normal(x64[i].shape)
@@ -102,6 +121,30 @@ def both(op_type: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, Any
     return outputs
 
 
+def check_onnx_case(case: str) -> None:
+    """Run a single-node case of onnx's backend test data through the op and compare with its
+    stored output (the inputs are input_*.pb followed by the model's initializers)."""
+    folder = os.path.join(ONNX_DATA, case)
+    if not os.path.isdir(folder):
+        pytest.skip(f"onnx test data {case} not installed")
+    model = onnx.load(os.path.join(folder, "model.onnx"))
+    (node,) = model.graph.node
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    data = os.path.join(folder, "test_data_set_0")
+    feeds = [numpy_helper.to_array(onnx.load_tensor(os.path.join(data, f)))
+             for f in sorted(os.listdir(data)) if f.startswith("input_")]
+    values = dict(zip([i.name for i in model.graph.input if i.name not in
+                       {t.name for t in model.graph.initializer}], feeds))
+    values.update({t.name: numpy_helper.to_array(t) for t in model.graph.initializer})
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    op = make_op(node.op_type, attrs, opset, node.name)
+    (got, *_), _ = op.forward(*[values[i] if i else None for i in node.input])
+    want = numpy_helper.to_array(onnx.load_tensor(os.path.join(data, "output_0.pb")))
+    assert got.shape == want.shape
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def rand(*shape: int, seed: int = 0, dtype: Any = np.float32) -> np.ndarray:
     """A standard-normal array of ``shape``."""
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
@@ -114,10 +157,6 @@ def ints(values: Sequence[int]) -> np.ndarray:
 def same_on_gpu(op_type, inputs, attrs=None, opset=17, seed=0):
     """Skip without a usable GPU; else run the op on the host and on the GPU (float and bool inputs moved there, integer ones
     left on the host, as the engine does) and assert equal outputs and vjps."""
-    from onnx import helper
-
-    import pytest
-
     from onnxattr import backend
 
     if not backend.gpu_available():
@@ -138,8 +177,8 @@ def same_on_gpu(op_type, inputs, attrs=None, opset=17, seed=0):
     rng = np.random.default_rng(seed)
     gs = [rng.standard_normal(o.shape).astype(o.dtype) if o.dtype.kind == "f" else None for o in host_out]
     needs = [a is not None and a.dtype.kind == "f" for a in inputs]
-    host_g = op.vjp(host_ctx, gs, needs)
-    dev_g = op.vjp(dev_ctx, [None if g is None else cp.asarray(g) for g in gs], needs)
+    host_g = op.cotangents(host_ctx, gs, needs)
+    dev_g = op.cotangents(dev_ctx, [None if g is None else cp.asarray(g) for g in gs], needs)
     for h, d in zip(host_g, dev_g):
         assert (h is None) == (d is None)
         if h is not None:
@@ -147,4 +186,4 @@ def same_on_gpu(op_type, inputs, attrs=None, opset=17, seed=0):
             np.testing.assert_allclose(backend.to_host(d), h, rtol=1e-5, atol=1e-6)
 
 
-__all__ = ["both", "check_op", "check_vjp", "same_on_gpu", "run_ort", "our_forward", "rand", "ints", "onnx"]
+__all__ = ["both", "check_onnx_case", "check_op", "check_vjp", "same_on_gpu", "run_ort", "run_reference", "our_forward", "rand", "ints", "onnx"]

@@ -21,8 +21,7 @@ Both verdicts are computed live, each in its own subprocess with a memory limit 
 (onnxruntime can crash on corrupt bytes, and a crash or a hang of onnxattr must show as a failed
 case, not as a dead test run). Nothing is recorded: each run asks the installed onnxruntime
 (with its graph optimizer off, so that the verdict is the model's semantics). Cases that
-onnxattr/ops gets wrong today are marked xfail(strict) with the reason (``OPS_FAILURES``,
-``OPS_XFAIL``).
+onnxattr/ops gets wrong today are marked xfail(strict) with the reason (``OPS_XFAIL``).
 """
 from __future__ import annotations
 
@@ -206,26 +205,9 @@ def _assert_same(got: np.ndarray, want: np.ndarray, what: str) -> None:
         assert err < RTOL, f"a different number: relative error {err:.2e}\n{what}"
 
 
-# ---- cases that onnxattr/ops gets wrong today ----------------------------------------------------
-#: test id -> why; strict, so that a fix shows as XPASS and the lead removes the entry after merging
-RESHAPE = "ops: Reshape raises a bare ValueError at forward when its run-time target does not fit"
-OPS_FAILURES = {
-    "test_random_attribute[jax_cnn_op23-5]": RESHAPE,
-    "test_random_attribute[keras_cnn_softmax_op18-4]": RESHAPE,
-    "test_rewired_input[jax_cnn_op23-3]": RESHAPE,
-    "test_rewired_input[jax_cnn_op23-4]": RESHAPE,
-}
-
-
-def params(test: str, cases: list[tuple]) -> list:
-    """``cases`` of source models as pytest params, ids ``<stem>-<k>``, with the known ops
-    failures of ``test`` marked."""
-    out = []
-    for s, k in cases:
-        case_id = f"{s.stem}-{k}"
-        why = OPS_FAILURES.get(f"{test}[{case_id}]")
-        out.append(pytest.param(s, k, id=case_id, marks=[pytest.mark.xfail(strict=True, reason=why)] if why else []))
-    return out
+def params(cases: list[tuple]) -> list:
+    """``cases`` of source models as pytest params, ids ``<stem>-<k>``."""
+    return [pytest.param(s, k, id=f"{s.stem}-{k}") for s, k in cases]
 
 
 # ---- byte flips and truncations of the real models ----------------------------------------
@@ -267,12 +249,12 @@ BYTE_CASES = [(s, k) for s in SOURCES for k in range(N_FLIPS)]
 CUT_CASES = [(s, k) for s in SOURCES for k in range(N_CUTS)]
 
 
-@pytest.mark.parametrize("source,k", params("test_byte_flip", BYTE_CASES))
+@pytest.mark.parametrize("source,k", params(BYTE_CASES))
 def test_byte_flip(judges, tmp_path, source, k):
     check_case(judges, tmp_path, flipped(source, k), source)
 
 
-@pytest.mark.parametrize("source,k", params("test_truncation", CUT_CASES))
+@pytest.mark.parametrize("source,k", params(CUT_CASES))
 def test_truncation(judges, tmp_path, source, k):
     check_case(judges, tmp_path, truncated(source, k), source)
 
@@ -298,7 +280,7 @@ def reshaped_weight(source: Path, k: int) -> bytes:
 SHAPE_CASES = [(s, k) for s in SOURCES for k in range(N_RESHAPES)]
 
 
-@pytest.mark.parametrize("source,k", params("test_weight_of_wrong_shape", SHAPE_CASES))
+@pytest.mark.parametrize("source,k", params(SHAPE_CASES))
 def test_weight_of_wrong_shape(judges, tmp_path, source, k):
     check_case(judges, tmp_path, reshaped_weight(source, k), source)
 
@@ -350,7 +332,6 @@ ATTRIBUTE_CASES = [
 #: once the ops branch that fixes it is merged; strict, so a fix shows as XPASS)
 ATTRIBUTE_VALIDATION = pytest.mark.xfail(strict=True, reason="ops: attribute validation")
 OPS_XFAIL = {
-    (RESNET, "MaxPool", "auto_pad"): ATTRIBUTE_VALIDATION,  # refused by onnxruntime at load, by ops at forward
     (RESNET, "MaxPool", "storage_order"): ATTRIBUTE_VALIDATION,  # only 0 or 1
     (CNN, "MaxPool", "pads"): ATTRIBUTE_VALIDATION,  # onnxruntime: "Pad should be smaller than kernel"
     (VGG, "Gemm", "transA"): pytest.mark.xfail(
@@ -390,7 +371,7 @@ def random_attribute(src: Path, k: int) -> bytes:
 ATTR_FUZZ_CASES = [(s, k) for s in SOURCES for k in range(N_ATTRIBUTES)]
 
 
-@pytest.mark.parametrize("source,k", params("test_random_attribute", ATTR_FUZZ_CASES))
+@pytest.mark.parametrize("source,k", params(ATTR_FUZZ_CASES))
 def test_random_attribute(judges, tmp_path, source, k):
     check_case(judges, tmp_path, random_attribute(source, k), source)
 
@@ -558,12 +539,12 @@ FIELD_CUT_CASES = [(s, k) for s in SOURCES for k in range(len(_top_level_ends(s.
 REWIRE_CASES = [(s, k) for s in SOURCES for k in range(N_REWIRES)]
 
 
-@pytest.mark.parametrize("source,k", params("test_rewired_input", REWIRE_CASES))
+@pytest.mark.parametrize("source,k", params(REWIRE_CASES))
 def test_rewired_input(judges, tmp_path, source, k):
     check_case(judges, tmp_path, rewired(source, k), source)
 
 
-@pytest.mark.parametrize("source,k", params("test_cut_between_fields", FIELD_CUT_CASES))
+@pytest.mark.parametrize("source,k", params(FIELD_CUT_CASES))
 def test_cut_between_fields(judges, tmp_path, source, k):
     data = source.read_bytes()
     check_case(judges, tmp_path, data[: _top_level_ends(data)[k]], source)

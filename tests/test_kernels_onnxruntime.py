@@ -51,7 +51,7 @@ def test_conv_forward_and_data_vjp_equal_the_numpy_op(seed, constant):
     close(ortk.conv(x, w, b, geometry, constant=constant), want)
     close(ortk.conv(x, w, None, geometry, constant=constant), op.forward(x, w)[0][0])
     g = np.random.default_rng(seed + 100).standard_normal(want.shape).astype(np.float32)
-    (dx, _, _) = op.vjp(ctx, [g], [True, False, False])
+    (dx, _, _) = op.cotangents(ctx, [g], [True, False, False])
     close(ortk.conv_data_vjp(g, w, geometry, x.shape[2:], constant=constant), dx)
 
 
@@ -66,7 +66,7 @@ def test_conv_data_vjp_at_stride_1_both_ways(pads):
     (y,), ctx = op.forward(x, w)
     g = rng.standard_normal(y.shape).astype(np.float32)
     geometry = ortk.ConvGeometry((1, 1), (1, 1), pads, 2)
-    close(ortk.conv_data_vjp(g, w, geometry, x.shape[2:]), op.vjp(ctx, [g], [True, False])[0])
+    close(ortk.conv_data_vjp(g, w, geometry, x.shape[2:]), op.cotangents(ctx, [g], [True, False])[0])
 
 
 @pytest.mark.parametrize("pads", [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 1, 2), (3, 3, 3, 3)])
@@ -103,7 +103,7 @@ def test_conv_transpose_equals_the_numpy_op(seed):
     close(ortk.conv_transpose(x, w, bias, geometry, adj), want)
     # its vjp is the Conv of the same geometry (output_padding < stride: the extra cells unread)
     g = rng.standard_normal(want.shape).astype(np.float32)
-    close(ortk.conv(g, w, None, geometry), op.vjp(ctx, [g], [True, False, False])[0])
+    close(ortk.conv(g, w, None, geometry), op.cotangents(ctx, [g], [True, False, False])[0])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -141,7 +141,7 @@ def test_dense_and_its_data_vjp_equal_the_numpy_op(lead, bias):
     (want,), ctx = op.forward(x, w, b)
     close(ortk.dense(x, w, b), want)
     g = rng.standard_normal(want.shape).astype(np.float32)
-    close(ortk.dense_data_vjp(g, w), op.vjp(ctx, [g], [True, False, False])[0])
+    close(ortk.dense_data_vjp(g, w), op.cotangents(ctx, [g], [True, False, False])[0])
 
 
 def test_one_session_serves_every_batch_size_and_baked_weights_by_identity():

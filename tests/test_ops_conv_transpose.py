@@ -3,8 +3,7 @@ import pytest
 
 from onnxattr.errors import UnsupportedOpError
 from onnxattr.ops import REGISTRY, make_op
-from optest import check_op, check_vjp, our_forward, rand
-from test_ops_pool import check_onnx_case
+from optest import check_onnx_case, check_op, check_vjp, our_forward, rand
 
 CASES = [
     # (x shape, w shape (C, O/group, *kernel), attrs)

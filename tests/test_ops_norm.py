@@ -3,8 +3,7 @@ import pytest
 
 from onnxattr.errors import UnsupportedOpError
 from onnxattr.ops import REGISTRY, make_op
-from optest import check_op, check_vjp, our_forward, rand
-from test_ops_pool import check_onnx_case
+from optest import check_onnx_case, check_op, check_vjp, our_forward, rand
 
 
 def bn_params(shape, seed=2, dtype=np.float32):
@@ -150,3 +149,11 @@ def test_kinds():
 ])
 def test_onnx_backend_data(case):
     check_onnx_case(case)
+
+
+@pytest.mark.parametrize("axis", [-1, -2, 1])
+def test_rms_normalization(axis):
+    x = rand(2, 3, 4) * 2 + 0.5
+    scale = rand(*x.shape[axis:], seed=1)
+    check_op("RMSNormalization", [x, scale], {"axis": axis, "epsilon": 1e-3}, opset=23)
+    check_vjp("RMSNormalization", [x, scale], {"axis": axis, "epsilon": 1e-3}, opset=23, wrt=(0, 1))

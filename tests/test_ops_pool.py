@@ -1,45 +1,16 @@
-import os
-
 import numpy as np
-import onnx
 import pytest
-from onnx import helper, numpy_helper
 
 from onnxattr.errors import UnsupportedOpError
 from onnxattr.ops import REGISTRY, make_op
-from optest import check_op, check_vjp, our_forward, rand
+from optest import check_onnx_case, check_op, check_vjp, our_forward, rand
 
-ONNX_DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 
 
 def distinct(*shape: int, seed: int = 0) -> np.ndarray:
     """Distinct values 0.01 apart in random order: MaxPool has no ties, so its vjp is smooth."""
     n = int(np.prod(shape))
     return (np.random.default_rng(seed).permutation(n) * 0.01 - n * 0.005).reshape(shape).astype(np.float32)
-
-
-def check_onnx_case(case: str) -> None:
-    """Run a single-node case of onnx's backend test data through the op and compare with its
-    stored output (the inputs are input_*.pb followed by the model's initializers)."""
-    folder = os.path.join(ONNX_DATA, case)
-    if not os.path.isdir(folder):
-        pytest.skip(f"onnx test data {case} not installed")
-    model = onnx.load(os.path.join(folder, "model.onnx"))
-    (node,) = model.graph.node
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    data = os.path.join(folder, "test_data_set_0")
-    feeds = [numpy_helper.to_array(onnx.load_tensor(os.path.join(data, f)))
-             for f in sorted(os.listdir(data)) if f.startswith("input_")]
-    values = dict(zip([i.name for i in model.graph.input if i.name not in
-                       {t.name for t in model.graph.initializer}], feeds))
-    values.update({t.name: numpy_helper.to_array(t) for t in model.graph.initializer})
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    op = make_op(node.op_type, attrs, opset, node.name)
-    (got, *_), _ = op.forward(*[values[i] if i else None for i in node.input])
-    want = numpy_helper.to_array(onnx.load_tensor(os.path.join(data, "output_0.pb")))
-    assert got.shape == want.shape
-    assert got.dtype == want.dtype
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def _pool_cases():
@@ -174,3 +145,35 @@ def test_bad_attributes_raise():
 ])
 def test_onnx_backend_data(case):
     check_onnx_case(case)
+
+
+@pytest.mark.parametrize("op_type", ["AveragePool", "MaxPool"])
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [9, 9], "ceil_mode": 1, "strides": [9, 9]},  # HF EfficientNet's pooler
+    {"kernel_shape": [4, 4], "ceil_mode": 1, "strides": [2, 2]},
+    {"kernel_shape": [5, 5], "pads": [1, 1, 1, 1]},
+    {"kernel_shape": [5, 5], "pads": [1, 1, 1, 1], "count_include_pad": 1},
+])
+def test_window_larger_than_the_input_follows_onnxruntime(op_type, attrs):
+    if op_type == "MaxPool" and "count_include_pad" in attrs:
+        attrs = {k: v for k, v in attrs.items() if k != "count_include_pad"}
+    x = distinct(2, 3, 3, 3)
+    check_op(op_type, [x], attrs, opset=17)
+    check_vjp(op_type, [x], attrs, opset=17)
+
+
+def test_a_huge_kernel_costs_only_its_input():
+    op = make_op("AveragePool", {"kernel_shape": [1280, 1280], "strides": [1280, 1280], "ceil_mode": 1}, 17, "p")
+    (y,), _ = op.forward(np.ones((1, 2, 7, 7), np.float32))
+    np.testing.assert_allclose(y, np.ones((1, 2, 1, 1)))
+
+
+@pytest.mark.parametrize("attrs,why", [
+    ({"kernel_shape": [5, 5]}, "leaves no output"),
+    ({"kernel_shape": [5, 5], "ceil_mode": 1}, "leaves no output"),
+])
+def test_window_onnxruntime_refuses_is_refused_at_load(attrs, why):
+    op = make_op("AveragePool", attrs, 17, "pool")
+    with pytest.raises(UnsupportedOpError, match=f"'pool'.*{why}"):
+        op.check([(2, 3, 3, 3)])
+    op.check([(2, 3, None, 3)])  # unknown sizes are left to the forward

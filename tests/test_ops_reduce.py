@@ -89,3 +89,18 @@ def test_on_gpu(op_type, inputs, attrs, opset):
     from optest import same_on_gpu
 
     same_on_gpu(op_type, inputs, attrs, opset)
+
+
+@pytest.mark.parametrize("exclusive", [0, 1])
+@pytest.mark.parametrize("reverse", [0, 1])
+@pytest.mark.parametrize("axis", [0, 2, -1])
+def test_cumsum(axis, exclusive, reverse):
+    x = rand(3, 4, 5)
+    inputs = [x, np.asarray(axis, np.int64)]
+    attrs = {"exclusive": exclusive, "reverse": reverse}
+    check_op("CumSum", inputs, attrs, opset=14)
+    check_vjp("CumSum", inputs, attrs, opset=14)
+
+
+def test_cumsum_of_integers():
+    check_op("CumSum", [np.arange(6, dtype=np.int64).reshape(2, 3), np.asarray([1], np.int32)], opset=11)

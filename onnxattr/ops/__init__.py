@@ -1,5 +1,8 @@
 """The op registry: ONNX op type -> Op class. Importing the family modules registers their ops."""
-from . import elementwise, linear, norm, pool, reduce, resize, shape  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    activation, arithmetic, attention, constant, einsum, index, join, linear, norm, pool, reduce,
+    reshape, resize,
+)
 from .base import REGISTRY, Op
 
 __all__ = ["REGISTRY", "Op", "make_op"]

@@ -14,28 +14,41 @@ crop as they copy.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..backend import array_module, use_kernels
 from ..kernels import window as cuda_window
-from .base import Array, Grads, Op, unbroadcast
-from .window import Window, batches, resolve
+from .base import Array, Grads, Linear, Op, Shape, unbroadcast
+from .window import Window, _Windowed, batches, resolve
 
 
-class Conv(Op):
+class Conv(Linear, _Windowed):
     """y[n, o] = sum_{c, k} W[o, c, k] x_pad[n, g(o) * C/G + c, s * p + d * k] + b[o]."""
 
-    kind = "linear"
-    data_input = 0
-    weight_input = 1
-    bias_input = 2
+    positive = _Windowed.positive + ("group",)
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        self.group = int(attrs.get("group", 1))
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        x, w = shapes[0], shapes[1]
+        b = shapes[2] if len(shapes) > 2 else None
+        if x is None or w is None:
+            return
+        if len(x) != len(w) or len(x) < 3:
+            raise self.unsupported(f"input of shape {list(x)} and weight of shape {list(w)} differ in rank")
+        o, cg = w[0], w[1]
+        if None not in (x[1], cg) and x[1] != cg * self.group:
+            raise self.unsupported(f"input has {x[1]} channels, weight {list(w)} expects {cg} x {self.group} groups")
+        if o is not None and o % self.group:
+            raise self.unsupported(f"{o} output channels do not split into {self.group} groups")
+        if b is not None and o is not None and tuple(b) != (o,):
+            raise self.unsupported(f"bias of shape {list(b)} does not match {o} output channels")
+        kernel = tuple(w[2:])
+        if self.kernel_shape and None not in kernel and tuple(self.kernel_shape) != kernel:
+            raise self.unsupported(f"kernel_shape {self.kernel_shape} differs from the weight's {list(kernel)}")
+        if None not in kernel:
+            self.check_window(x[2:], kernel)
 
     def window(self, x: Array, w: Array) -> Window:
-        kernel = self.attrs.get("kernel_shape") or w.shape[2:]
+        kernel = self.kernel_shape or w.shape[2:]
         if tuple(kernel) != tuple(w.shape[2:]):
             raise self.unsupported(f"kernel_shape {kernel} differs from the weight's {w.shape[2:]}")
         return resolve(self, x.shape[2:], kernel)
@@ -51,7 +64,7 @@ class Conv(Op):
         shape, w, win = ctx
         if any(needs[1:]):
             raise self.unsupported("gradients with respect to weights or bias are not computed")
-        return [correlate_transpose(grads[0], w, win, self.group, shape[2:]), None, None]
+        return [correlate_transpose(grads[0], w, win, self.group, shape[2:])]
 
 
 def correlate(x: Array, w: Array, win: Window, groups: int, bias: Array | None = None) -> Array:
@@ -127,20 +140,24 @@ def correlate_transpose(g: Array, w: Array, win: Window, groups: int, spatial: S
     return dx if cuda else win.crop(dx)
 
 
-class Gemm(Op):
+class Gemm(Linear):
     """y = alpha * A' B' + beta * C, with A' = A^T if transA and B' = B^T if transB."""
 
-    kind = "linear"
-    data_input = 0
-    weight_input = 1
-    bias_input = 2
+    def setup(self) -> None:
+        self.trans_a = bool(self.transA)
+        self.trans_b = bool(self.transB)
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        self.alpha = float(attrs.get("alpha", 1.0))
-        self.beta = float(attrs.get("beta", 1.0))
-        self.trans_a = bool(attrs.get("transA", 0))
-        self.trans_b = bool(attrs.get("transB", 0))
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        a, b = shapes[0], shapes[1]
+        if a is None or b is None:
+            return
+        if len(a) != 2 or len(b) != 2:
+            raise self.unsupported(f"operands of shapes {list(a)} and {list(b)} are not matrices")
+        k_a = a[0] if self.trans_a else a[1]
+        k_b = b[1] if self.trans_b else b[0]
+        if None not in (k_a, k_b) and k_a != k_b:
+            raise self.unsupported(f"A' of shape {list(a)} (transA={self.transA}) and B' of shape "
+                                   f"{list(b)} (transB={self.transB}) do not multiply")
 
     def forward(self, a: Array, b: Array, c: Array | None = None) -> tuple:
         at = a.T if self.trans_a else a
@@ -166,13 +183,21 @@ class Gemm(Op):
             db = db.T if self.trans_b else db
         if len(needs) > 2 and needs[2]:
             dc = unbroadcast(grads[0] * grads[0].dtype.type(self.beta), c_shape)
-        return [da, db, dc][: len(needs)]
+        return [da, db, dc]
 
 
 class MatMul(Op):
     """y = a @ b with NumPy's matmul semantics (1-D operands promoted, batch axes broadcast)."""
 
     kind = "other"
+
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        a, b = shapes
+        if a is None or b is None or not a or not b:
+            return
+        k_a, k_b = a[-1], b[0] if len(b) == 1 else b[-2]
+        if None not in (k_a, k_b) and k_a != k_b:
+            raise self.unsupported(f"operands of shapes {list(a)} and {list(b)} do not multiply")
 
     def forward(self, a: Array, b: Array) -> tuple:
         return (a @ b,), (a, b)
@@ -187,14 +212,9 @@ class MatMul(Op):
         return [da, db]
 
 
-class Affine(Op):
+class Affine(Linear):
     """y[n, c, ...] = scale[c] x[n, c, ...] + bias[c]: an unfused BatchNormalization after
     canonization (not an ONNX op; made by ``onnxattr.canonize``)."""
-
-    kind = "linear"
-    data_input = 0
-    weight_input = 1
-    bias_input = 2
 
     def forward(self, x: Array, scale: Array, bias: Array | None = None) -> tuple:
         shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -205,10 +225,10 @@ class Affine(Op):
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         scale, shape = ctx
-        return [grads[0] * scale.reshape(shape)] + [None] * (len(needs) - 1)
+        return [grads[0] * scale.reshape(shape)]
 
 
-class ConvTranspose(Op):
+class ConvTranspose(Linear, _Windowed):
     """y[n, o] = sum_{c, k} W[c, o, k] x[n, c, p] at y_pad[s * p + d * k], cropped, + b[o]: the
     adjoint of Conv's input map with the same geometry (its vjp is that Conv's forward).
 
@@ -218,32 +238,20 @@ class ConvTranspose(Op):
     split as the ONNX spec says: the odd cell at the end for SAME_UPPER, else at the start.
     """
 
-    kind = "linear"
-    data_input = 0
-    weight_input = 1
-    bias_input = 2
-
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        self.group = int(attrs.get("group", 1))
-        auto_pad = attrs.get("auto_pad", b"NOTSET")
-        self.auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-        if self.auto_pad not in ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"):
-            raise self.unsupported(f"auto_pad={self.auto_pad!r}")
+    positive = _Windowed.positive + ("group",)
 
     def window(self, x: Array, w: Array) -> tuple[Window, tuple[int, ...]]:
         """The Conv window that maps the padded output onto x, and the output's spatial shape."""
-        a = self.attrs
         spatial = tuple(x.shape[2:])
         nd = len(spatial)
-        kernel = tuple(int(k) for k in (a.get("kernel_shape") or w.shape[2:]))
+        kernel = tuple(self.kernel_shape or w.shape[2:])
         if kernel != tuple(w.shape[2:]):
             raise self.unsupported(f"kernel_shape {list(kernel)} differs from the weight's {w.shape[2:]}")
-        strides = tuple(int(v) for v in (a.get("strides") or (1,) * nd))
-        dilations = tuple(int(v) for v in (a.get("dilations") or (1,) * nd))
-        adj = tuple(int(v) for v in (a.get("output_padding") or (0,) * nd))
-        pads = [int(v) for v in (a.get("pads") or (0,) * (2 * nd))]
-        out_shape = a.get("output_shape")
+        strides = tuple(self.strides or (1,) * nd)
+        dilations = tuple(self.dilations or (1,) * nd)
+        adj = tuple(self.output_padding or (0,) * nd)
+        pads = list(self.pads or (0,) * (2 * nd))
+        out_shape = self.output_shape
         if len(strides) != nd or len(dilations) != nd or len(adj) != nd or len(pads) != 2 * nd:
             raise self.unsupported(
                 f"strides/dilations/output_padding/pads of lengths {len(strides)}/{len(dilations)}/"
@@ -279,6 +287,17 @@ class ConvTranspose(Op):
         )
         return win, out
 
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        x, w = shapes[0], shapes[1]
+        if x is None or w is None:
+            return
+        if len(x) != len(w) or len(x) < 3:
+            raise self.unsupported(f"input of shape {list(x)} and weight of shape {list(w)} differ in rank")
+        if None not in (x[1], w[0]) and x[1] != w[0]:
+            raise self.unsupported(f"input has {x[1]} channels, weight {list(w)} expects {w[0]}")
+        if x[1] is not None and x[1] % self.group:
+            raise self.unsupported(f"{x[1]} input channels do not split into {self.group} groups")
+
     def forward(self, x: Array, w: Array, b: Array | None = None) -> tuple:
         xp = array_module(x)
         c = x.shape[1]
@@ -297,18 +316,13 @@ class ConvTranspose(Op):
         shape, w, win = ctx
         if any(needs[1:]):
             raise self.unsupported("gradients with respect to weights or bias are not computed")
-        return [correlate(grads[0], w, win, self.group)] + [None] * (len(needs) - 1)
+        return [correlate(grads[0], w, win, self.group)]
 
 
-class Dense(Op):
+class Dense(Linear):
     """y = x W + b over the last axis of x, any leading axes (as torch.nn.Linear): a MatMul by a
     constant matrix, with its bias Add merged, after canonization (not an ONNX op; made by
     ``onnxattr.canonize``)."""
-
-    kind = "linear"
-    data_input = 0
-    weight_input = 1
-    bias_input = 2
 
     def forward(self, x: Array, w: Array, b: Array | None = None) -> tuple:
         y = x @ w
@@ -317,4 +331,4 @@ class Dense(Op):
         return (y,), w
 
     def vjp(self, ctx: Array, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
-        return [grads[0] @ ctx.T] + [None] * (len(needs) - 1)
+        return [grads[0] @ ctx.T]

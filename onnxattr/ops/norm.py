@@ -1,5 +1,5 @@
 """Normalisation ops: BatchNormalization (inference form), InstanceNormalization,
-LayerNormalization, LRN, Softmax and LogSoftmax.
+LayerNormalization, RMSNormalization, LRN, Softmax and LogSoftmax.
 
 The parameters (scale, bias, running statistics) are constants: the vjps are with respect to the
 data input (and LayerNormalization's scale and bias, which are cheap). InstanceNormalization and
@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from ..backend import array_module
-from .base import Array, Grads, Op, norm_axis, unbroadcast
+from .base import Array, Grads, Op, Shape, norm_axis, unbroadcast
 
 
 def _compute_dtype(dtype: Any) -> Any:
@@ -44,10 +44,16 @@ class BatchNormalization(Op):
     kind = "other"
     max_outputs: ClassVar[int] = 1
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        self.eps = float(attrs.get("epsilon", 1e-5))
-        if int(attrs.get("training_mode", 0)):
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        x = shapes[0]
+        if x is None or len(x) < 2 or x[1] is None or self.opset < 9:
+            return
+        bad = [list(s) for s in shapes[1:5] if s is not None and tuple(s) != (x[1],)]
+        if bad:
+            raise self.unsupported(f"parameters of shapes {bad} do not match the {x[1]} channels of input {list(x)}")
+
+    def setup(self) -> None:
+        if self.attrs.get("training_mode"):
             raise self.unsupported("training_mode=1 (batch statistics); only inference is implemented")
 
     def forward(self, x: Array, scale: Array, bias: Array, mean: Array, var: Array) -> tuple:
@@ -56,7 +62,7 @@ class BatchNormalization(Op):
             raise self.unsupported(f"input of shape {tuple(x.shape)} does not match {scale.shape[0]} channels")
         shape = (1,) + tuple(scale.shape) + (1,) * (x.ndim - 1 - scale.ndim)
         dt = x.dtype
-        a = (scale.astype(dt) / xp.sqrt(var.astype(dt) + self.eps)).reshape(shape)
+        a = (scale.astype(dt) / xp.sqrt(var.astype(dt) + self.epsilon)).reshape(shape)
         b = bias.astype(dt).reshape(shape) - mean.astype(dt).reshape(shape) * a
         y = x * a
         y += b
@@ -65,7 +71,7 @@ class BatchNormalization(Op):
     def vjp(self, ctx: Array, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         if any(needs[1:]):
             raise self.unsupported("gradients with respect to the parameters are not computed")
-        return [grads[0] * ctx] + [None] * (len(needs) - 1)
+        return [grads[0] * ctx]
 
 
 class InstanceNormalization(Op):
@@ -74,10 +80,6 @@ class InstanceNormalization(Op):
 
     kind = "other"
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        self.eps = float(attrs.get("epsilon", 1e-5))
-
     def forward(self, x: Array, scale: Array, bias: Array) -> tuple:
         xp = array_module(x)
         if x.ndim < 3:
@@ -85,7 +87,7 @@ class InstanceNormalization(Op):
         dt = _compute_dtype(x.dtype)
         axes = tuple(range(2, x.ndim))
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        xhat, r = _standardize(xp, x.astype(dt, copy=False), axes, self.eps)
+        xhat, r = _standardize(xp, x.astype(dt, copy=False), axes, self.epsilon)
         s = scale.astype(dt).reshape(shape)
         y = xhat * s
         y += bias.astype(dt).reshape(shape)
@@ -97,7 +99,7 @@ class InstanceNormalization(Op):
         xhat, r, s = ctx
         g = grads[0]
         dx = _standardize_vjp(g.astype(xhat.dtype, copy=False) * s, xhat, r, tuple(range(2, g.ndim)))
-        return [dx.astype(g.dtype, copy=False), None, None]
+        return [dx.astype(g.dtype, copy=False)]
 
 
 class LayerNormalization(Op):
@@ -108,16 +110,11 @@ class LayerNormalization(Op):
     kind = "other"
     max_outputs: ClassVar[int] = 1
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        self.axis = int(attrs.get("axis", -1))
-        self.eps = float(attrs.get("epsilon", 1e-5))
-
     def forward(self, x: Array, scale: Array, bias: Array | None = None) -> tuple:
         xp = array_module(x)
         axes = tuple(range(norm_axis(self.axis, x.ndim), x.ndim))
         dt = _compute_dtype(x.dtype)
-        xhat, r = _standardize(xp, x.astype(dt, copy=False), axes, self.eps)
+        xhat, r = _standardize(xp, x.astype(dt, copy=False), axes, self.epsilon)
         y = xhat * scale.astype(dt)
         if bias is not None:
             y += bias.astype(dt)
@@ -137,6 +134,36 @@ class LayerNormalization(Op):
         return out
 
 
+class RMSNormalization(Op):
+    """y = x / sqrt(mean(x^2) + epsilon) * scale, the mean over the axes from ``axis`` to the
+    last (opset 23); half precision is computed in float32. The vjp with respect to x is
+    r (g s - xhat mean(g s xhat)), with r = 1 / sqrt(mean(x^2) + epsilon) and xhat = x r."""
+
+    kind = "other"
+
+    def forward(self, x: Array, scale: Array) -> tuple:
+        xp = array_module(x)
+        axes = tuple(range(norm_axis(self.axis, x.ndim), x.ndim))
+        dt = _compute_dtype(x.dtype)
+        xc = x.astype(dt, copy=False)
+        r = 1 / xp.sqrt(xp.square(xc).mean(axis=axes, keepdims=True) + xc.dtype.type(self.epsilon))
+        xhat = xc * r
+        y = xhat * scale.astype(dt, copy=False)
+        return (y.astype(x.dtype, copy=False),), (xhat, r, scale, axes)
+
+    def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
+        xhat, r, scale, axes = ctx
+        g = grads[0]
+        gc = g.astype(xhat.dtype, copy=False)
+        dx = ds = None
+        if needs[0]:
+            gs = gc * scale.astype(xhat.dtype, copy=False)
+            dx = (r * (gs - xhat * (gs * xhat).mean(axis=axes, keepdims=True))).astype(g.dtype, copy=False)
+        if needs[1]:
+            ds = unbroadcast(gc * xhat, scale.shape).astype(scale.dtype, copy=False)
+        return [dx, ds]
+
+
 def _channel_window_sum(xp: Any, a: Array, before: int, after: int) -> Array:
     """s[:, c] = sum of a[:, i] for c - before <= i <= c + after (zero outside the channels)."""
     n = a.shape[1]
@@ -154,14 +181,9 @@ class LRN(Op):
 
     kind = "other"
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        if "size" not in attrs:
-            raise self.unsupported("the size attribute is required")
-        self.size = int(attrs["size"])
-        self.alpha = float(attrs.get("alpha", 1e-4))
-        self.beta = float(attrs.get("beta", 0.75))
-        self.bias = float(attrs.get("bias", 1.0))
+    positive = ("size",)
+
+    def setup(self) -> None:
         self.before = (self.size - 1) // 2
         self.after = self.size - 1 - self.before
 
@@ -187,9 +209,9 @@ class _SoftmaxFamily(Op):
 
     kind = "other"
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        self.axis = int(attrs.get("axis", 1 if opset < 13 else -1))
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        if shapes and shapes[0] is not None and not -len(shapes[0]) <= self.axis < max(len(shapes[0]), 1):
+            raise self.unsupported(f"axis={self.axis} is out of range for an input of rank {len(shapes[0])}")
 
     def axes(self, x: Array) -> tuple[int, ...]:
         axis = norm_axis(self.axis, x.ndim)

@@ -19,14 +19,10 @@ import numpy as np
 
 from ..backend import array_module, use_kernels
 from ..kernels import pool as cuda_pool
-from .base import Array, Grads, Op
-from .window import PLANE_CHUNK_BYTES, Window, batches, resolve
+from .base import Array, Grads, Op, Shape
+from .window import PLANE_CHUNK_BYTES, Window, _Windowed, batches, resolve
 
 _ALL = (slice(None), slice(None))
-
-
-def _flag(attrs: dict[str, Any], name: str) -> bool:
-    return bool(int(attrs.get(name, 0)))
 
 
 def _lowest(dtype: Any) -> Any:
@@ -35,19 +31,30 @@ def _lowest(dtype: Any) -> Any:
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
 
 
-class _Pool(Op):
-    """Shared attribute parsing: kernel_shape, ceil_mode, and (through ``resolve``) strides,
-    pads, auto_pad and dilations. ``max_outputs`` is how many outputs the op can produce."""
+class _Pool(_Windowed):
+    """The window of kernel_shape, ceil_mode, and (through ``resolve``) strides, pads, auto_pad
+    and dilations. ``max_outputs`` is how many outputs the op can produce. A window may be
+    larger than its input where ceil_mode lets onnxruntime run it (it then reduces over the
+    cells inside); a window that leaves no output is refused at load."""
 
     max_outputs: ClassVar[int] = 1
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        kernel = attrs.get("kernel_shape")
-        if not kernel:
+    def setup(self) -> None:
+        if not self.kernel_shape:
             raise self.unsupported("the kernel_shape attribute is required")
-        self.kernel = tuple(int(k) for k in kernel)
-        self.ceil_mode = _flag(attrs, "ceil_mode")
+        self.kernel = tuple(self.kernel_shape)
+        self.ceil_mode = bool(self.attrs.get("ceil_mode"))
+
+    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
+        shape = shapes[0] if shapes else None
+        if shape is None:
+            return
+        if len(shape) != len(self.kernel) + 2:
+            raise self.unsupported(
+                f"input of rank {len(shape)} does not have {len(self.kernel)} spatial axes after "
+                f"(N, C) to match kernel_shape {list(self.kernel)}"
+            )
+        self.check_window(shape[2:], self.kernel)
 
     def window(self, x: Array) -> Window:
         if x.ndim != len(self.kernel) + 2:
@@ -131,10 +138,6 @@ class AveragePool(_Pool):
     """
 
     kind = "sum"
-
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        self.count_include_pad = _flag(attrs, "count_include_pad")
 
     def divisor(self, xp: Any, shape: tuple[int, ...], win: Window, dtype: Any) -> Array | float:
         """The per-window cell count: a scalar, or an (1, 1, *out) array where it varies."""

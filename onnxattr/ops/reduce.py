@@ -24,12 +24,8 @@ class _Reduce(Op):
 
     saves: str = ""
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        axes = attrs.get("axes")
-        self.axes = None if axes is None else [int(a) for a in axes]
-        self.keepdims = bool(int(attrs.get("keepdims", 1)))
-        self.noop = bool(int(attrs.get("noop_with_empty_axes", 0)))
+    def setup(self) -> None:
+        self.noop = bool(self.attrs.get("noop_with_empty_axes"))
 
     def reduce(self, xp: Any, x: Array, axes: tuple[int, ...]) -> Array:
         raise NotImplementedError
@@ -38,7 +34,7 @@ class _Reduce(Op):
         raise NotImplementedError
 
     def forward(self, x: Array, axes: Array | None = None) -> tuple:
-        spec = host_ints(axes) if axes is not None else self.axes
+        spec = host_ints(axes) if axes is not None else self.attrs.get("axes")
         if not spec and not self.noop:
             spec = list(range(x.ndim))
         red = tuple(sorted({norm_axis(a, x.ndim) for a in spec or ()}))
@@ -52,13 +48,12 @@ class _Reduce(Op):
         return (y if self.keepdims else y.reshape([n for i, n in enumerate(x.shape) if i not in red]),), ctx
 
     def vjp(self, ctx: Any, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
-        rest = [None] * (len(needs) - 1)
         if not needs[0]:
-            return [None] + rest
+            return []
         shape, kept, count, x, y = ctx
         xp = array_module(grads[0])
         g = grads[0].reshape(kept)
-        return [xp.broadcast_to(self.grad(xp, g, x, y, count), shape).copy()] + rest
+        return [xp.broadcast_to(self.grad(xp, g, x, y, count), shape).copy()]
 
 
 class ReduceSum(_Reduce):
@@ -172,25 +167,19 @@ class _Arg(Op):
     differentiable = False
     fn: str = ""
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        self.axis = int(attrs.get("axis", 0))
-        self.keepdims = bool(int(attrs.get("keepdims", 1)))
-        self.last = bool(int(attrs.get("select_last_index", 0)))
-
     def forward(self, x: Array) -> tuple:
         xp = array_module(x)
         axis = norm_axis(self.axis, x.ndim)
         pick = getattr(xp, self.fn)
-        if self.last:
+        if self.attrs.get("select_last_index"):
             n = x.shape[axis]
-            i = n - 1 - pick(xp.flip(x, axis=axis), axis=axis, keepdims=self.keepdims)
+            i = n - 1 - pick(xp.flip(x, axis=axis), axis=axis, keepdims=bool(self.keepdims))
         else:
-            i = pick(x, axis=axis, keepdims=self.keepdims)
+            i = pick(x, axis=axis, keepdims=bool(self.keepdims))
         return (i.astype(np.int64),), None
 
     def vjp(self, ctx: Any, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
-        return [None] * len(needs)
+        return []
 
 
 class ArgMax(_Arg):
@@ -199,3 +188,32 @@ class ArgMax(_Arg):
 
 class ArgMin(_Arg):
     fn = "argmin"
+
+
+class CumSum(Op):
+    """y[..., i, ...] = sum of x[..., j, ...] over j <= i along ``axis`` (an input), j < i with
+    exclusive=1, and from the end with reverse=1. The vjp is the cumulative sum of g the other
+    way: the transposed triangle, with the same exclusivity."""
+
+    kind = "sum"
+
+    @staticmethod
+    def scan(x: Array, axis: int, exclusive: bool, reverse: bool) -> Array:
+        xp = array_module(x)
+        if reverse:
+            x = xp.flip(x, axis=axis)
+        y = xp.cumsum(x, axis=axis, dtype=x.dtype)
+        if exclusive:
+            y = xp.roll(y, 1, axis=axis)
+            y[(slice(None),) * axis + (0,)] = 0
+        return xp.flip(y, axis=axis) if reverse else y
+
+    def forward(self, x: Array, axis: Array) -> tuple:
+        a = host_ints(axis)[0]
+        if not -x.ndim <= a < x.ndim:
+            raise self.unsupported(f"axis={a} is out of range for an input of rank {x.ndim}")
+        a = norm_axis(a, x.ndim)
+        return (self.scan(x, a, bool(self.exclusive), bool(self.reverse)),), a
+
+    def vjp(self, ctx: int, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
+        return [self.scan(grads[0], ctx, bool(self.exclusive), not self.reverse)]

@@ -3,7 +3,7 @@
 Resizing is separable: along each resized axis, output cell j reads input cells idx[k, j] with
 weights w[k, j] (one pair for nearest, two for linear). The forward is one gather per pair and
 axis; the vjp applies the transposed maps (built from the same index/weight pairs) along the
-axes in reverse order, again as gathers (``shape.gather_axis``, ``shape.transpose_map``).
+axes in reverse order, again as gathers (``axismap.gather_axis``, ``axismap.transpose_map``).
 
 The coordinate arithmetic follows onnxruntime's (float32): an output cell j of an axis resized
 from n to m cells with scale s maps to the input coordinate
@@ -23,13 +23,13 @@ sizes give s = m / n. Not implemented, with a clear error: mode 'cubic', coordin
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ..backend import to_host
 from .base import Array, Grads, Op, host_ints, norm_axis
-from .shape import gather_axis, ints_attr, text, transpose_map
+from .axismap import gather_axis, transpose_map
 
 #: one resized axis: (axis, input length, indices (k, m), weights (k, m) or None for nearest)
 AxisMap = tuple[int, int, np.ndarray, "np.ndarray | None"]
@@ -134,13 +134,12 @@ class _Interpolate(Op):
         return (y,), maps
 
     def vjp(self, ctx: list[AxisMap], grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
-        rest = [None] * (len(needs) - 1)
         if not needs[0]:
-            return [None] + rest
+            return []
         g = grads[0]
         for axis, n, idx, w in reversed(ctx):
             g = gather_axis(g, *transpose_map(idx, w, n), axis)
-        return [g] + rest
+        return [g]
 
 
 def _floats(a: Array | None) -> np.ndarray | None:
@@ -160,15 +159,13 @@ class Upsample(_Interpolate):
     """y = x upsampled by ``scales`` (an attribute in opset 7, an input in opset 9), nearest
     or (bi)linear, with asymmetric coordinates: output cell j reads input j / scale."""
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        if opset < 7:
+    def setup(self) -> None:
+        if self.opset < 7:
             raise self.unsupported("Upsample before opset 7 (height_scale/width_scale attributes)")
-        self.set_mode(text(attrs.get("mode"), "nearest"))
-        self.scales = attrs.get("scales")
+        self.set_mode(self.attrs["mode"])
 
     def geometry(self, shape: tuple[int, ...], inputs: Sequence[Array | None]) -> tuple[list[int], list[np.float32]]:
-        scales = _floats(inputs[0]) if inputs and inputs[0] is not None else self.scales
+        scales = _floats(inputs[0]) if inputs and inputs[0] is not None else self.attrs.get("scales")
         if scales is None or len(scales) != len(shape):
             raise self.unsupported(f"scales {scales} do not give one scale per axis of shape {shape}")
         return _from_scales(shape, scales)
@@ -183,21 +180,19 @@ class Resize(_Interpolate):
 
     POLICIES = ("stretch", "not_larger", "not_smaller")
 
-    def __init__(self, attrs: dict[str, Any], opset: int, name: str = "") -> None:
-        super().__init__(attrs, opset, name)
-        self.set_mode(text(attrs.get("mode"), "nearest"))
-        if opset >= 11:
-            self.coordinates = text(attrs.get("coordinate_transformation_mode"), "half_pixel")
-            self.nearest = text(attrs.get("nearest_mode"), "round_prefer_floor")
+    def setup(self) -> None:
+        self.set_mode(self.attrs["mode"])
+        if self.opset >= 11:
+            self.coordinates = self.coordinate_transformation_mode
+            self.nearest = self.nearest_mode
         if self.coordinates == "tf_crop_and_resize":
             raise self.unsupported("coordinate_transformation_mode='tf_crop_and_resize' (roi) is not implemented")
         if self.coordinates not in COORDINATE_MODES:
             raise self.unsupported(f"coordinate_transformation_mode={self.coordinates!r}")
         if self.nearest not in NEAREST_MODES + ("simple",):
             raise self.unsupported(f"nearest_mode={self.nearest!r}")
-        self.antialias = bool(int(attrs.get("antialias", 0))) and self.mode != "nearest"
-        self.axes = ints_attr(attrs, "axes")
-        self.policy = text(attrs.get("keep_aspect_ratio_policy"), "stretch")
+        self.antialias = bool(self.attrs.get("antialias")) and self.mode != "nearest"
+        self.policy = self.attrs.get("keep_aspect_ratio_policy") or "stretch"
         if self.policy not in self.POLICIES:
             raise self.unsupported(f"keep_aspect_ratio_policy={self.policy!r}")
 
@@ -208,7 +203,7 @@ class Resize(_Interpolate):
             padded = list(inputs) + [None] * 3
             scales, sizes = _floats(padded[1]), host_ints(padded[2]) or None
         r = len(shape)
-        axes = list(range(r)) if self.axes is None else [norm_axis(a, r) for a in self.axes]
+        axes = list(range(r)) if self.attrs.get("axes") is None else [norm_axis(a, r) for a in self.attrs["axes"]]
         given = sizes if sizes is not None else scales
         if given is None:
             raise self.unsupported("neither 'scales' nor 'sizes' is given")

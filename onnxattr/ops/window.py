@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..backend import array_module
-from .base import Array
+from .base import Array, Op, Shape
 
 
 @dataclass(frozen=True)
@@ -63,19 +63,20 @@ class Window:
     def clipped_offsets(self, spatial: Sequence[int]) -> Any:
         """For every kernel offset whose windows reach the unpadded input: the slices of the
         output positions p whose cell s * p + d * k - pad lies inside the input, and of those
-        cells in the input, so that windows are reduced without a padded copy."""
-        for k in itertools.product(*(range(n) for n in self.kernel)):
-            outs, ins = [], []
-            for ki, d, o, s, b, n in zip(k, self.dilations, self.out, self.strides, self.pads_begin, spatial):
+        cells in the input, so that windows are reduced without a padded copy. Offsets are
+        found per axis, so a kernel far larger than its input costs no more than the input."""
+        per_axis = []
+        for kn, d, o, s, b, n in zip(self.kernel, self.dilations, self.out, self.strides, self.pads_begin, spatial):
+            hits = []
+            for ki in range(kn):
                 shift = d * ki - b  # input index of output position p: s * p + shift
                 first = max(0, -(-(-shift) // s))
                 last = min(o - 1, (n - 1 - shift) // s)
-                if last < first:
-                    break
-                outs.append(slice(first, last + 1))
-                ins.append(slice(s * first + shift, s * last + shift + 1, s))
-            else:
-                yield tuple(outs), tuple(ins)
+                if last >= first:
+                    hits.append((slice(first, last + 1), slice(s * first + shift, s * last + shift + 1, s)))
+            per_axis.append(hits)
+        for combo in itertools.product(*per_axis):
+            yield tuple(out for out, _ in combo), tuple(cells for _, cells in combo)
 
     def scatter_add(self, cols: Array, into: Array) -> None:
         """Adjoint of ``view``: add (N, C, *kernel, *out) columns into a padded input, in place."""
@@ -129,6 +130,21 @@ def batches(xp: Any, n: int, bytes_each: int, chunk_bytes: int | None = None) ->
     return [(i, min(n, i + step)) for i in range(0, n, step)]
 
 
+class _Windowed(Op):
+    """The declarations of the ops with sliding windows (Conv, ConvTranspose, the pools): the
+    attribute values the spec forbids, refused when the op is made."""
+
+    positive = ("kernel_shape", "strides", "dilations")
+    non_negative = ("pads", "output_padding")
+    choices = {"auto_pad": ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")}
+
+    def check_window(self, spatial: Shape, kernel: Sequence[int]) -> None:
+        """Refuse, at load, a window that does not fit the (inferred) spatial shape."""
+        if spatial is None or any(n is None for n in spatial):
+            return
+        resolve(self, spatial, kernel, bool(self.attrs.get("ceil_mode")))
+
+
 def resolve(
     op: Any,
     spatial: Sequence[int],
@@ -143,8 +159,7 @@ def resolve(
     strides = tuple(a.get("strides") or (1,) * nd)
     dilations = tuple(a.get("dilations") or (1,) * nd)
     pads = list(a.get("pads") or (0,) * (2 * nd))
-    auto_pad = a.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    auto_pad = a.get("auto_pad") or "NOTSET"
     if len(kernel) != nd or len(strides) != nd or len(dilations) != nd or len(pads) != 2 * nd:
         raise op.unsupported(
             f"kernel/strides/dilations/pads of lengths {len(kernel)}/{len(strides)}/"
@@ -165,12 +180,15 @@ def resolve(
         raise op.unsupported(f"auto_pad={auto_pad!r}")
     out = []
     for n, b, e, ext, s in zip(spatial, begin, end, extent, strides):
-        span = n + b + e - ext
-        if span < 0:
-            raise op.unsupported(f"kernel extent {ext} is larger than the padded input {n + b + e}")
+        span = n + b + e - ext  # as onnxruntime: ceil_mode may start a window past a short input
         o = (-(-span // s) if ceil_mode else span // s) + 1
         if ceil_mode and (o - 1) * s >= n + b:  # the last window must start inside the input
             o -= 1
+        if o < 1:
+            raise op.unsupported(
+                f"kernel extent {ext} with stride {s} leaves no output on an input of {n} cells "
+                f"padded to {n + b + e}"
+            )
         out.append(o)
     full_end = [
         max(e, (o - 1) * s + ext - n - b) for n, b, e, ext, s, o in zip(spatial, begin, end, extent, strides, out)

@@ -31,7 +31,7 @@ class GuidedBackprop(Rule):
 
     def backward(self, node: Node, record: NodeRecord, grads: Sequence[Array | None],
                  needs: Sequence[bool]) -> list[Array | None]:
-        g = node.op.vjp(record.ctx, grads, needs)
+        g = node.op.cotangents(record.ctx, grads, needs)
         return [array_module(x).maximum(x, 0) if x is not None else None for x in g]
 
 
@@ -86,7 +86,7 @@ class Rescale(Rule):
         xp = array_module(g)
         dx = _halves_delta(record.inputs[0])
         dy = _halves_delta(record.outputs[0])
-        exact = node.op.vjp(record.ctx, grads, needs)[0]
+        exact = node.op.cotangents(record.ctx, grads, needs)[0]
         safe = xp.where(xp.abs(dx) < self.eps, 1, dx)
         return [xp.where(xp.abs(dx) < self.eps, exact, g * dy / safe)] + [None] * (len(needs) - 1)
 

@@ -92,7 +92,7 @@ class BasicRule(Rule):
         for c, ctx, cot, w in zip(copies, ctxs, cotangents, self.weights()):
             if w == 0 or c is None:
                 continue
-            gs = node.op.vjp(ctx, [cot], needs)
+            gs = node.op.cotangents(ctx, [cot], needs)
             for i, (need, g) in enumerate(zip(needs, gs)):
                 if need and g is not None:
                     term = c[i] * g if w == 1 else c[i] * g * g.dtype.type(w)
