@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 
 from .errors import ModelError, UnsupportedOpError
 from .ops import Op, make_op
+from .wrt import choose_wrt, embedding_candidates, tensor_dtypes
 
 ONNX_DOMAINS = ("", "ai.onnx")
 #: Ops whose output is a normalisation of the logits; attributions target their input.
@@ -61,8 +62,16 @@ class LayerGraph:
     opset: int = 0
     #: the op type of a Softmax/LogSoftmax that ended the graph and was dropped, if any
     dropped_softmax: str | None = None
+    #: the graph inputs a caller feeds (``input`` among them unless it is a tensor inside the graph)
+    inputs: list[TensorInfo] = field(default_factory=list)
+    #: where ``input`` is a tensor inside the graph (``wrt=``): the nodes that compute it from
+    #: ``inputs`` (a graph of their own, forward only); None where it is a graph input
+    head: LayerGraph | None = None
+    #: the integer graph input read by the word-embedding lookup upstream of ``input``, if any
+    token_input: str | None = None
 
     def __post_init__(self) -> None:
+        self.inputs = self.inputs or [self.input]
         self.producer = {t: n for n in self.nodes for t in n.outputs if t}
         self.live = self._live_tensors()
 
@@ -85,7 +94,8 @@ class LayerGraph:
         raise KeyError(name)
 
     def _live_tensors(self) -> set[str]:
-        """Tensors that depend differentiably on the input."""
+        """Tensors that depend differentiably on the input (the ``wrt`` tensor); integer inputs
+        and the other inputs are held fixed, so nodes that read only them are not live."""
         live = {self.input.name}
         for n in self.nodes:
             if n.op.differentiable and any(t in live for t in n.inputs):
@@ -135,8 +145,10 @@ def build(
     proto: onnx.ModelProto,
     input_name: str | None = None,
     output_name: str | None = None,
+    wrt: str | None = None,
 ) -> LayerGraph:
-    """The LayerGraph from ``input_name`` to ``output_name`` of a checked, shape-inferred model.
+    """The LayerGraph from ``input_name`` (or the ``wrt`` tensor, see :mod:`onnxattr.wrt`) to
+    ``output_name`` of a checked, shape-inferred model.
 
     With no ``output_name``, the single graph output is used, and a final Softmax/LogSoftmax is
     dropped so that attributions target the logits. Any tensor of the graph may be named.
@@ -148,7 +160,6 @@ def build(
     nodes = [_make_node(n, i, opset) for i, n in enumerate(graph.node)]
     _unique_names(nodes)
     inputs = [_info(v) for v in graph.input if v.name not in constants]
-    chosen_input = _choose(inputs, input_name, "input")
     _check_outputs(nodes, [v.name for v in graph.output])
     nodes = _fold_constants(nodes, constants, shapes)
 
@@ -163,15 +174,29 @@ def build(
     elif not any(output_name in n.outputs for n in nodes) and output_name not in constants:
         known = [v.name for v in graph.output]
         raise ModelError(f"no tensor named {output_name!r} in the graph; its outputs are {known}")
-    nodes = _prune(nodes, chosen_input.name, output_name)
+    name = choose_wrt(nodes, constants, inputs, tensor_dtypes(proto), input_name, wrt)
+    body = _prune(nodes, output_name, stop=name)
+    head = _prune(nodes, name) if name not in {i.name for i in inputs} else None
+    if head is not None and not any(name in n.inputs for n in body):
+        raise ModelError(f"output {output_name!r} does not depend on the wrt tensor {name!r}")
+    if any(name in n.outputs for n in body):
+        raise ModelError(f"wrt tensor {name!r} comes from a node whose other outputs the rest of the graph "
+                         "reads; choose a tensor after it")
+    reads = {t for n in body + (head or []) for t in n.inputs} | {name}
+    feeds = [i for i in inputs if i.name in reads]
+    wrt_info = next((i for i in inputs if i.name == name), None) or TensorInfo(name, shapes.get(name), np.dtype("float32"))
+    tokens = [s for n, s in embedding_candidates(head or [], constants, inputs)]
     return LayerGraph(
-        nodes=nodes,
+        nodes=body,
         constants=constants,
-        input=chosen_input,
+        input=wrt_info,
         output=output_name,
         shapes=shapes,
         opset=opset,
         dropped_softmax=dropped,
+        inputs=feeds,
+        head=None if head is None else LayerGraph(head, constants, wrt_info, name, shapes, opset),
+        token_input=tokens[0] if len(set(tokens)) == 1 else None,
     )
 
 
@@ -248,11 +273,6 @@ def _inferred_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int | None, ...]
     return {i.name: i.shape for i in infos if i.shape is not None}
 
 
-def _choose(infos: list[TensorInfo], name: str | None, what: str) -> TensorInfo:
-    chosen = _choose_name([i.name for i in infos], name, what)
-    return next(i for i in infos if i.name == chosen)
-
-
 def _choose_name(names: list[str], name: str | None, what: str) -> str:
     if name is not None:
         if name not in names:
@@ -292,14 +312,15 @@ def _static(shape: tuple | None) -> bool:
     return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
 
 
-def _prune(nodes: list[Node], input_name: str, output_name: str) -> list[Node]:
-    """The nodes needed to compute ``output_name``, in their (topological) order."""
+def _prune(nodes: list[Node], output_name: str, stop: str | None = None) -> list[Node]:
+    """The nodes needed to compute ``output_name`` (given ``stop``, which is then not computed),
+    in their (topological) order."""
     producer = {t: n for n in nodes for t in n.outputs if t}
     needed: set[str] = set()
     stack = [output_name]
     while stack:
         t = stack.pop()
-        n = producer.get(t)
+        n = producer.get(t) if t != stop else None
         if n is None or n.name in needed:
             continue
         needed.add(n.name)

@@ -44,14 +44,15 @@ class Trace:
         return {t.node: t.conserved for t in self.layers}
 
 
-def trace(model: Model, x: np.ndarray, target: Any = None, method: str = "lrp.epsilon_plus_flat",
+def trace(model: Model, x: Any, target: Any = None, method: str = "lrp.epsilon_plus_flat",
           **options: Any) -> Trace:
-    """Run a method that is one backward pass (see ``attribute``) and record, per node, the
-    relevance that reached it and the relevance it passed on."""
+    """Run a method that is one backward pass (see ``attribute``: ``x``, ``target`` and the
+    ``wrt`` tensor alike) and record, per node, the relevance that reached it and the relevance
+    it passed on."""
     plan = plan_of(model, method, options, "trace")
-    x = model.check_input(x)
-    t = model.check_target(target, x.shape[0])
-    n = x.shape[0]
+    feeds = model.at_wrt(model.check_feeds(x))
+    t = model.check_target(target, feeds[model.input_name].shape[0])
+    n = feeds[model.input_name].shape[0]
     layers: list[LayerTrace] = []
 
     def total(gs: Sequence[Array | None]) -> np.ndarray:
@@ -62,5 +63,5 @@ def trace(model: Model, x: np.ndarray, target: Any = None, method: str = "lrp.ep
         live = [g for g, i in zip(grads_in, node.inputs) if i in model.graph.live]
         layers.append(LayerTrace(node.name, node.op_type, total(grads_out), total(live)))
 
-    out = model.propagate(model.xp.asarray(x), t, plan, observe)
+    out = model.propagate(feeds, t, plan, observe)
     return Trace(backend.to_host(out[model.input_name]).astype(np.float32), layers)
