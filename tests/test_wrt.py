@@ -101,6 +101,18 @@ def test_occlusion_window_runs_over_tokens():
         np.testing.assert_allclose(a[:, pos], np.broadcast_to(drop[:, None], (3, H)), rtol=1e-4, atol=1e-5)
 
 
+def test_occlusion_with_a_baseline_token_puts_its_embedding_in_the_patch():
+    proto, feeds = text_model(), batch()
+    model = onnxattr.load(proto, wrt="embeddings")
+    a = onnxattr.attribute(model, feeds, 1, "occlusion", window=2, baseline_token=7)
+    cut, e = cut_model(), embeddings(feeds)
+    f = ort_run(cut, cut_feeds(e, feeds))[:, 1]
+    occluded = e.copy()
+    occluded[:, 2:4] = weights()["E"][7]
+    drop = f - ort_run(cut, cut_feeds(occluded, feeds))[:, 1]
+    np.testing.assert_allclose(a[:, 3, 0], drop, rtol=1e-4, atol=1e-5)
+
+
 def test_smoothgrad_noise_follows_the_embedding_range_and_the_sample():
     model = onnxattr.load(text_model(), wrt="embeddings")
     feeds = batch()
