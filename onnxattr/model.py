@@ -111,8 +111,10 @@ class Model:
         return max(1, min(MAX_PASS, PASS_BYTES // max(largest, 1)))
 
     def __repr__(self) -> str:
+        fed = [i.name for i in self.inputs]
+        source = "" if fed == [self.input_name] else f" from inputs {fed}"
         return (
-            f"Model(input={self.input_name!r} {self.input_shape}, output={self.output_name!r}, "
+            f"Model(input={self.input_name!r} {self.input_shape}{source}, output={self.output_name!r}, "
             f"{len(self.graph.nodes)} nodes, device={self.device!r})"
         )
 

@@ -134,6 +134,15 @@ def test_every_method_runs_at_embeddings(method):
     assert a.shape == (3, T, H) and np.isfinite(a).all() and np.abs(a).sum() > 0
 
 
+def test_trace_at_embeddings_follows_the_feeds():
+    model = onnxattr.load(text_model(), wrt="embeddings")
+    assert "from inputs ['input_ids', 'attention_mask']" in repr(model)
+    tr = onnxattr.trace(model, batch(), [0, 1, 2], "lrp.epsilon")
+    np.testing.assert_allclose(tr.attribution, onnxattr.attribute(model, batch(), [0, 1, 2], "lrp.epsilon"), rtol=1e-6)
+    assert {t.node for t in tr.layers} <= {n.name for n in model.graph.nodes}
+    assert not any(t.op_type == "Cast" for t in tr.layers)  # the mask's path is held fixed
+
+
 def test_first_is_the_first_layer_after_wrt():
     model = onnxattr.load(text_model(), wrt="embeddings")
     from onnxattr.composites import epsilon_plus_flat
