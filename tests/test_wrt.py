@@ -289,3 +289,19 @@ def test_float_target_is_refused_for_classifiers_too():
 def test_methods_document_the_targets():
     entry = onnxattr.methods()["gradient"]
     assert "(position, index)" in entry["target"] and "bare pair" in entry["target"]
+
+
+def test_boolean_inputs_are_held_fixed():
+    from onnx import helper, numpy_helper
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)
+    g = helper.make_graph(
+        [helper.make_node("Where", ["keep", "x", "zero"], ["xm"]), helper.make_node("Gemm", ["xm", "w"], ["y"])], "bool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4]), helper.make_tensor_value_info("keep", TensorProto.BOOL, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.zeros(1, np.float32), "zero")])
+    model = onnxattr.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    x, keep = np.ones((2, 4), np.float32), np.array([[1, 0, 1, 1], [0, 0, 1, 0]], bool)
+    got = onnxattr.attribute(model, {"x": x, "keep": keep}, target=2, method="gradient")
+    np.testing.assert_array_equal(got, keep * w[:, 2])
+    with pytest.raises(InputError, match=r"x\['keep'\] must be bool"):
+        onnxattr.attribute(model, {"x": x, "keep": keep.astype(np.int64)}, target=2)
