@@ -26,20 +26,24 @@ if TYPE_CHECKING:
     from .ops.base import Array
 
 
-def check_feeds(feeds: Any, inputs: Sequence[TensorInfo], what: str = "x") -> dict[str, np.ndarray]:
-    """``feeds`` as {input name: checked host array}; InputError naming the input otherwise."""
+def check_feeds(feeds: Any, inputs: Sequence[TensorInfo], what: str = "x",
+                required: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """``feeds`` as {input name: checked host array}; InputError naming the input otherwise.
+    ``required``: the inputs the graph reads (default: all); the others may be given (checked,
+    then unused) or left out."""
     names = [i.name for i in inputs]
+    need = names if required is None else [k for k in names if k in set(required)]
     if not isinstance(feeds, Mapping):
-        if len(inputs) != 1:
-            raise InputError(f"the model has inputs {names}; pass {what} as a dict {{input name: array}}")
-        feeds = {names[0]: feeds}
-    missing = [k for k in names if k not in feeds]
+        if len(need) != 1:
+            raise InputError(f"the model has inputs {need}; pass {what} as a dict {{input name: array}}")
+        feeds = {need[0]: feeds}
+    missing = [k for k in need if k not in feeds]
     unknown = [k for k in feeds if k not in names]
     if missing or unknown:
         parts = ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])
         raise InputError(f"{what}: {'; '.join(parts)}; the model's inputs are {names}")
     label = (lambda i: what) if len(inputs) == 1 else (lambda i: f"{what}[{i.name!r}]")
-    out = {i.name: check_array(feeds[i.name], i, label(i)) for i in inputs}
+    out = {i.name: check_array(feeds[i.name], i, label(i)) for i in inputs if i.name in feeds}
     sizes = {k: v.shape[0] for k, v in out.items()}
     if len(set(sizes.values())) > 1:
         raise InputError(f"{what}: the inputs' batch sizes differ: {sizes}")

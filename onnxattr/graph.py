@@ -62,7 +62,8 @@ class LayerGraph:
     opset: int = 0
     #: the op type of a Softmax/LogSoftmax that ended the graph and was dropped, if any
     dropped_softmax: str | None = None
-    #: the graph inputs a caller feeds (``input`` among them unless it is a tensor inside the graph)
+    #: the graph inputs a caller may feed (``input`` among them unless it is a tensor inside the
+    #: graph); :meth:`needed` are those the nodes read
     inputs: list[TensorInfo] = field(default_factory=list)
     #: where ``input`` is a tensor inside the graph (``wrt=``): the nodes that compute it from
     #: ``inputs`` (a graph of their own, forward only); None where it is a graph input
@@ -101,6 +102,11 @@ class LayerGraph:
             if n.op.differentiable and any(t in live for t in n.inputs):
                 live.update(t for t in n.outputs if t)
         return live
+
+    def needed(self) -> list[str]:
+        """The names of the graph inputs that this graph (and its head) read, the input included."""
+        reads = {t for n in self.nodes + (self.head.nodes if self.head else []) for t in n.inputs} | {self.input.name}
+        return [i.name for i in self.inputs if i.name in reads]
 
     def last_uses(self) -> dict[str, int]:
         """For each tensor, the index of the last node that reads it."""
@@ -182,8 +188,6 @@ def build(
     if any(name in n.outputs for n in body):
         raise ModelError(f"wrt tensor {name!r} comes from a node whose other outputs the rest of the graph "
                          "reads; choose a tensor after it")
-    reads = {t for n in body + (head or []) for t in n.inputs} | {name}
-    feeds = [i for i in inputs if i.name in reads]
     wrt_info = next((i for i in inputs if i.name == name), None) or TensorInfo(name, shapes.get(name), np.dtype("float32"))
     tokens = [s for n, s in embedding_candidates(head or [], constants, inputs)]
     return LayerGraph(
@@ -194,7 +198,7 @@ def build(
         shapes=shapes,
         opset=opset,
         dropped_softmax=dropped,
-        inputs=feeds,
+        inputs=inputs,
         head=None if head is None else LayerGraph(head, constants, wrt_info, name, shapes, opset),
         token_input=tokens[0] if len(set(tokens)) == 1 else None,
     )

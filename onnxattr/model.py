@@ -68,7 +68,8 @@ class Model:
 
     @property
     def inputs(self) -> list[TensorInfo]:
-        """The graph inputs a caller feeds (a dict {name: array}, or one array where there is one)."""
+        """The graph inputs a caller may feed (a dict {name: array}, or one array where the graph
+        reads one); ``graph.needed()`` are those it must."""
         return self.graph.inputs
 
     @property
@@ -84,7 +85,8 @@ class Model:
     @property
     def fixed_batch(self) -> int | None:
         """The batch size the graph fixes, if the first dimension of an input is a number."""
-        for shape in [self.input_shape] + [i.shape for i in self.inputs]:
+        needed = set(self.graph.needed())
+        for shape in [self.input_shape] + [i.shape for i in self.inputs if i.name in needed]:
             if shape and isinstance(shape[0], int) and shape[0] > 0:
                 return shape[0]
         return None
@@ -111,7 +113,7 @@ class Model:
         return max(1, min(MAX_PASS, PASS_BYTES // max(largest, 1)))
 
     def __repr__(self) -> str:
-        fed = [i.name for i in self.inputs]
+        fed = self.graph.needed()
         source = "" if fed == [self.input_name] else f" from inputs {fed}"
         return (
             f"Model(input={self.input_name!r} {self.input_shape}{source}, output={self.output_name!r}, "
@@ -122,7 +124,7 @@ class Model:
     def check_feeds(self, feeds: Any, what: str = "x") -> dict[str, np.ndarray]:
         """``feeds`` (a dict {input name: array}, or one array for a single-input model) checked
         per input (:func:`onnxattr.feeds.check_feeds`), and the token ids against the vocabulary."""
-        out = check_feeds(feeds, self.inputs, what)
+        out = check_feeds(feeds, self.inputs, what, self.graph.needed())
         ids = self.graph.token_input
         table = self._token_table()
         if ids in out and table is not None:
@@ -135,9 +137,9 @@ class Model:
     def check_input(self, x: Any, what: str = "x") -> np.ndarray:
         """``x`` as a float32 batch of the model's one input; InputError otherwise (a model with
         several inputs or a ``wrt`` tensor takes feeds: :meth:`check_feeds`)."""
-        if self.graph.head is not None or len(self.inputs) != 1:
+        if self.graph.head is not None or self.graph.needed() != [self.input_name]:
             raise InputError(f"the model is attributed at {self.input_name!r} from inputs "
-                             f"{[i.name for i in self.inputs]}; pass {what} as a dict {{input name: array}}")
+                             f"{self.graph.needed()}; pass {what} as a dict {{input name: array}}")
         return self.check_feeds(x, what)[self.input_name]
 
     def at_wrt(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Array]:
@@ -180,7 +182,7 @@ class Model:
         """Device feeds of the attribution as a dict; a bare array is the ``wrt`` tensor alone."""
         if isinstance(feeds, Mapping):
             return dict(feeds)
-        missing = [i.name for i in self.inputs if i.name != self.input_name]
+        missing = [k for k in self.graph.needed() if k != self.input_name]
         if missing or self.graph.head is not None:
             raise InputError(f"the model also reads inputs {missing}; pass the feeds as a dict")
         return {self.input_name: feeds}

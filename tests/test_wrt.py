@@ -305,3 +305,17 @@ def test_boolean_inputs_are_held_fixed():
     np.testing.assert_array_equal(got, keep * w[:, 2])
     with pytest.raises(InputError, match=r"x\['keep'\] must be bool"):
         onnxattr.attribute(model, {"x": x, "keep": keep.astype(np.int64)}, target=2)
+
+
+def test_declared_inputs_the_graph_does_not_read_may_be_given_or_left_out():
+    from onnx import helper
+    g = helper.make_graph([helper.make_node("Mul", ["a", "a"], ["y"])], "unused",
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 3]) for n in "ab"],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])])
+    model = onnxattr.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), input_name="a")
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    want = onnxattr.attribute(model, a, target=1)
+    np.testing.assert_array_equal(want[:, 1], 2 * a[:, 1])
+    np.testing.assert_array_equal(onnxattr.attribute(model, {"a": a, "b": a}, target=1), want)
+    with pytest.raises(InputError, match=r"x\['b'\] must be float32"):
+        onnxattr.attribute(model, {"a": a, "b": a.astype(np.float64)}, target=1)
