@@ -127,10 +127,14 @@ def test_smoothgrad_noise_follows_the_embedding_range_and_the_sample():
         onnxattr.attribute(model, feeds, 0, "smoothgrad", samples=2, indices=[0, 0, 1])
 
 
-@pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.epsilon_plus_flat", "deeplift", "guided_backprop"])
+EXTRA = {"lrp.epsilon_gamma_box": {"low": -3.0, "high": 3.0}, "smoothgrad": {"samples": 3},
+         "integrated_gradients": {"steps": 4}}
+
+
+@pytest.mark.parametrize("method", sorted(set(onnxattr.methods()) - {"lrp"}))
 def test_every_method_runs_at_embeddings(method):
     model = onnxattr.load(text_model(), wrt="embeddings")
-    a = onnxattr.attribute(model, batch(), 1, method)
+    a = onnxattr.attribute(model, batch(), 1, method, **EXTRA.get(method, {}))
     assert a.shape == (3, T, H) and np.isfinite(a).all() and np.abs(a).sum() > 0
 
 
