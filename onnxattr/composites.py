@@ -92,8 +92,9 @@ class _Position(Selector):
 
 
 class First(_Position):
-    """The first node (in topological order, on the input's path) that ``among`` selects:
-    by default the first linear layer (Conv, ConvTranspose, Gemm, Dense, Affine)."""
+    """The first node (in topological order, on the path of relevance from the attributed tensor:
+    the input, or the ``wrt`` tensor) that ``among`` selects: by default the first linear layer
+    (Conv, ConvTranspose, Gemm, Dense, Affine) after it."""
 
     index = 0
 

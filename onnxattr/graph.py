@@ -26,6 +26,7 @@ from .external import external_tensors, inline_external_data
 from .folding import MAX_FOLD_BYTES, fold_constants
 from .ops import Op, make_op
 from .text import escape_text
+from .wrt import choose_wrt, embedding_candidates, tensor_dtypes
 
 ONNX_DOMAINS = ("", "ai.onnx")
 #: Ops whose output is a normalisation of the logits; attributions target their input.
@@ -70,8 +71,17 @@ class LayerGraph:
     opset: int = 0
     #: the op type of a Softmax/LogSoftmax that ended the graph and was dropped, if any
     dropped_softmax: str | None = None
+    #: the graph inputs a caller may feed (``input`` among them unless it is a tensor inside the
+    #: graph); :meth:`needed` are those the nodes read
+    inputs: list[TensorInfo] = field(default_factory=list)
+    #: where ``input`` is a tensor inside the graph (``wrt=``): the nodes that compute it from
+    #: ``inputs`` (a graph of their own, forward only); None where it is a graph input
+    head: LayerGraph | None = None
+    #: the integer graph input read by the word-embedding lookup upstream of ``input``, if any
+    token_input: str | None = None
 
     def __post_init__(self) -> None:
+        self.inputs = self.inputs or [self.input]
         self.producer = {t: n for n in self.nodes for t in n.outputs if t}
         self.live = self._live_tensors()
 
@@ -94,12 +104,18 @@ class LayerGraph:
         raise KeyError(name)
 
     def _live_tensors(self) -> set[str]:
-        """Tensors that depend differentiably on the input."""
+        """Tensors that depend differentiably on the input (the ``wrt`` tensor); integer inputs
+        and the other inputs are held fixed, so nodes that read only them are not live."""
         live = {self.input.name}
         for n in self.nodes:
             if n.op.differentiable and any(t in live for t in n.inputs):
                 live.update(t for t in n.outputs if t)
         return live
+
+    def needed(self) -> list[str]:
+        """The names of the graph inputs that this graph (and its head) read, the input included."""
+        reads = {t for n in self.nodes + (self.head.nodes if self.head else []) for t in n.inputs} | {self.input.name}
+        return [i.name for i in self.inputs if i.name in reads]
 
     def last_uses(self) -> dict[str, int]:
         """For each tensor, the index of the last node that reads it."""
@@ -170,9 +186,11 @@ def build(
     proto: onnx.ModelProto,
     input_name: str | None = None,
     output_name: str | None = None,
+    wrt: str | None = None,
     max_fold_bytes: int = MAX_FOLD_BYTES,
 ) -> LayerGraph:
-    """The LayerGraph from ``input_name`` to ``output_name`` of a checked, shape-inferred model.
+    """The LayerGraph from ``input_name`` (or the ``wrt`` tensor, see :mod:`onnxattr.wrt`) to
+    ``output_name`` of a checked, shape-inferred model.
 
     With no ``output_name``, the single graph output is used, and a final Softmax/LogSoftmax is
     dropped so that attributions target the logits. Any tensor of the graph may be named.
@@ -186,8 +204,6 @@ def build(
     nodes = [_make_node(n, i, opset) for i, n in enumerate(graph.node)]
     _unique_names(nodes)
     inputs = [_info(v) for v in graph.input if v.name not in constants]
-    chosen_input = _choose(inputs, input_name, "input")
-    _check_input(chosen_input)
     _check_outputs(nodes, [v.name for v in graph.output])
     _check_operands(nodes, constants, shapes)
     nodes = fold_constants(nodes, constants, shapes, {k: i.dtype for k, i in infos.items()}, proto, max_fold_bytes)
@@ -206,16 +222,32 @@ def build(
     elif not any(output_name in n.outputs for n in nodes) and output_name not in constants:
         known = [v.name for v in graph.output]
         raise ModelError(f"no tensor named {output_name!r} in the graph; its outputs are {known}")
-    nodes = _prune(nodes, chosen_input.name, output_name)
-    _check_computable(nodes, constants, chosen_input.name, output_name, graph)
+    name = choose_wrt(nodes, constants, inputs, tensor_dtypes(proto), input_name, wrt)
+    body = _prune(nodes, output_name, stop=name)
+    head = _prune(nodes, name) if name not in {i.name for i in inputs} else None
+    if output_name != name and not any(output_name in n.outputs for n in body):
+        raise UnsupportedOpError(output_name, "output", f"it does not depend on {name!r} (a constant)")
+    if head is not None and not any(name in n.inputs for n in body):
+        raise ModelError(f"output {output_name!r} does not depend on the wrt tensor {name!r}")
+    if any(name in n.outputs for n in body):
+        raise ModelError(f"wrt tensor {name!r} comes from a node whose other outputs the rest of the graph "
+                         "reads; choose a tensor after it")
+    wrt_info = next((i for i in inputs if i.name == name), None) or TensorInfo(name, shapes.get(name), np.dtype("float32"))
+    if head is None:
+        _check_input(wrt_info)
+    _check_computable(body + (head or []), constants, {i.name for i in inputs} | {name}, graph)
+    tokens = [s for n, s in embedding_candidates(head or [], constants, inputs)]
     return LayerGraph(
-        nodes=nodes,
+        nodes=body,
         constants=constants,
-        input=chosen_input,
+        input=wrt_info,
         output=output_name,
         shapes=shapes,
         opset=opset,
         dropped_softmax=dropped,
+        inputs=inputs,
+        head=None if head is None else LayerGraph(head, constants, wrt_info, name, shapes, opset),
+        token_input=tokens[0] if len(set(tokens)) == 1 else None,
     )
 
 
@@ -247,18 +279,16 @@ def _check_operands(nodes: list[Node], constants: dict[str, np.ndarray], shapes:
         validate.check_parameters(n.name, n.op_type, n.op.attrs, n.op.opset, inputs, out_shape)
 
 
-def _check_computable(nodes: list[Node], constants: dict[str, np.ndarray], input_name: str, output_name: str,
+def _check_computable(nodes: list[Node], constants: dict[str, np.ndarray], given: set[str],
                       graph: onnx.GraphProto) -> None:
-    """UnsupportedOpError where the output does not depend on the input, or depends on another
-    graph input (only one is given)."""
-    if output_name != input_name and not any(output_name in n.outputs for n in nodes):
-        raise UnsupportedOpError(output_name, "output", f"it does not depend on input {input_name!r} (a constant)")
-    made = {t for n in nodes for t in n.outputs} | set(constants) | {input_name}
+    """UnsupportedOpError for a node that reads a tensor that nothing gives: not a graph input
+    (``given``), a constant or another node's output (a sparse initializer, say)."""
+    made = {t for n in nodes for t in n.outputs} | set(constants) | given
     sparse = {t.values.name for t in graph.sparse_initializer}
     for n in nodes:
         for t in n.inputs:
             if t and t not in made:
-                why = "a sparse initializer" if t in sparse else "another graph input; only one is given"
+                why = "a sparse initializer" if t in sparse else "a tensor that no node, input or initializer gives"
                 raise UnsupportedOpError(n.name, escape_text(n.op_type), f"it reads {t!r}, {why}")
 
 
@@ -342,11 +372,6 @@ def _inferred_infos(proto: onnx.ModelProto) -> dict[str, TensorInfo]:
     return {v.name: _info(v) for v in list(g.input) + list(g.value_info) + list(g.output)}
 
 
-def _choose(infos: list[TensorInfo], name: str | None, what: str) -> TensorInfo:
-    chosen = _choose_name([i.name for i in infos], name, what)
-    return next(i for i in infos if i.name == chosen)
-
-
 def _choose_name(names: list[str], name: str | None, what: str) -> str:
     if name is not None:
         if name not in names:
@@ -357,14 +382,15 @@ def _choose_name(names: list[str], name: str | None, what: str) -> str:
     return names[0]
 
 
-def _prune(nodes: list[Node], input_name: str, output_name: str) -> list[Node]:
-    """The nodes needed to compute ``output_name``, in their (topological) order."""
+def _prune(nodes: list[Node], output_name: str, stop: str | None = None) -> list[Node]:
+    """The nodes needed to compute ``output_name`` (given ``stop``, which is then not computed),
+    in their (topological) order."""
     producer = {t: n for n in nodes for t in n.outputs if t}
     needed: set[str] = set()
     stack = [output_name]
     while stack:
         t = stack.pop()
-        n = producer.get(t)
+        n = producer.get(t) if t != stop else None
         if n is None or n.name in needed:
             continue
         needed.add(n.name)

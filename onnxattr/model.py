@@ -9,23 +9,26 @@ batch that runs out of memory is cut in halves and retried, down to one sample
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from . import backend, engine
+from . import backend, engine, targets
 from .canonize import canonize
 from .errors import DeviceMemoryError, InputError, OptionError
+from .feeds import check_feeds, n_rows, rows
 from .folding import MAX_FOLD_BYTES
 from .graph import build, read_model
+from .wrt import embedding_candidates
 
 if TYPE_CHECKING:
     import os
 
     import onnx
 
-    from .graph import LayerGraph
+    from .graph import LayerGraph, TensorInfo
     from .ops.base import Array
     from .plan import Plan
 
@@ -58,7 +61,17 @@ class Model:
     # ---- what the model takes and gives -------------------------------------------------
     @property
     def input_name(self) -> str:
+        """The tensor attributions are taken with respect to: the float graph input, or the
+        ``wrt`` tensor inside the graph."""
         return self.graph.input.name
+
+    wrt = input_name
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        """The graph inputs a caller may feed (a dict {name: array}, or one array where the graph
+        reads one); ``graph.needed()`` are those it must."""
+        return self.graph.inputs
 
     @property
     def output_name(self) -> str:
@@ -66,14 +79,28 @@ class Model:
 
     @property
     def input_shape(self) -> tuple[int | None, ...] | None:
-        """The declared input shape; None marks a symbolic dimension."""
+        """The declared (inferred, for a ``wrt`` tensor) shape of ``input_name``; None marks a
+        symbolic dimension."""
         return self.graph.input.shape
 
     @property
     def fixed_batch(self) -> int | None:
-        """The batch size the graph fixes, if its first input dimension is a number."""
-        shape = self.input_shape
-        return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+        """The batch size the graph fixes, if the first dimension of an input is a number."""
+        needed = set(self.graph.needed())
+        for shape in [self.input_shape] + [i.shape for i in self.inputs if i.name in needed]:
+            if shape and isinstance(shape[0], int) and shape[0] > 0:
+                return shape[0]
+        return None
+
+    @property
+    def mask_name(self) -> str | None:
+        """The attention-mask input (named ``attention_mask``, else the one integer or boolean
+        (B, T) input whose name holds "mask"), for the targets of (B, T, V) outputs."""
+        masks = [i.name for i in self.inputs if i.dtype.kind in "iub" and "mask" in i.name.lower()
+                 and (i.shape is None or len(i.shape) == 2)]
+        if "attention_mask" in masks:
+            return "attention_mask"
+        return masks[0] if len(masks) == 1 else None
 
     def pass_size(self, x: Array) -> int:
         """How many inputs like ``x``'s rows a pass takes when the user leaves it open: MAX_PASS on
@@ -87,74 +114,114 @@ class Model:
         return max(1, min(MAX_PASS, PASS_BYTES // max(largest, 1)))
 
     def __repr__(self) -> str:
+        fed = self.graph.needed()
+        source = "" if fed == [self.input_name] else f" from inputs {fed}"
         return (
-            f"Model(input={self.input_name!r} {self.input_shape}, output={self.output_name!r}, "
+            f"Model(input={self.input_name!r} {self.input_shape}{source}, output={self.output_name!r}, "
             f"{len(self.graph.nodes)} nodes, device={self.device!r})"
         )
 
     # ---- checked entry points -----------------------------------------------------------
+    def check_feeds(self, feeds: Any, what: str = "x") -> dict[str, np.ndarray]:
+        """``feeds`` (a dict {input name: array}, or one array for a single-input model) checked
+        per input (:func:`onnxattr.feeds.check_feeds`), and the token ids against the vocabulary."""
+        out = check_feeds(feeds, self.inputs, what, self.graph.needed())
+        ids = self.graph.token_input
+        table = self._token_table()
+        if ids in out and table is not None:
+            bad = (out[ids] < -table) | (out[ids] >= table)
+            if bad.any():
+                raise InputError(f"{what}[{ids!r}] has token ids {np.unique(out[ids][bad])[:8].tolist()} outside "
+                                 f"the embedding table's {table} rows")
+        return out
+
     def check_input(self, x: Any, what: str = "x") -> np.ndarray:
-        """``x`` as a float32 batch of the model's input shape; InputError otherwise."""
-        if not isinstance(x, np.ndarray):
-            if type(x).__module__.startswith("cupy"):
-                x = backend.to_host(x)
-            else:
-                raise InputError(f"{what} must be a numpy array, got {type(x).__name__}")
-        if x.dtype != np.float32:
-            raise InputError(f"{what} must be float32, got {x.dtype}; convert with {what}.astype(np.float32)")
-        shape = self.input_shape
-        if shape is not None:
-            if x.ndim != len(shape):
-                raise InputError(
-                    f"{what} has shape {x.shape} ({x.ndim} dims); input {self.input_name!r} "
-                    f"expects {len(shape)} dims {_show(shape)}"
-                )
-            for i, (got, want) in enumerate(zip(x.shape[1:], shape[1:]), start=1):
-                if isinstance(want, int) and want > 0 and got != want:
-                    raise InputError(
-                        f"{what} has shape {x.shape}; input {self.input_name!r} expects "
-                        f"{_show(shape)} (dimension {i} is {got}, not {want})"
-                    )
-        if x.shape[0] == 0:
-            raise InputError(f"{what} is an empty batch")
-        if not np.isfinite(x).all():
-            raise InputError(f"{what} contains NaN or infinite values")
-        return x
+        """``x`` as a float32 batch of the model's one input; InputError otherwise (a model with
+        several inputs or a ``wrt`` tensor takes feeds: :meth:`check_feeds`)."""
+        if self.graph.head is not None or self.graph.needed() != [self.input_name]:
+            raise InputError(f"the model is attributed at {self.input_name!r} from inputs "
+                             f"{self.graph.needed()}; pass {what} as a dict {{input name: array}}")
+        return self.check_feeds(x, what)[self.input_name]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """The output (logits) for a float32 batch, as a NumPy array."""
-        x = self.check_input(x)
-        return backend.to_host(self.forward(self.xp.asarray(x)))
+    def at_wrt(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Array]:
+        """Checked host feeds -> device feeds of the attribution: the ``wrt`` tensor's value under
+        ``input_name`` (computed by the graph's head where it is inside the graph) and the inputs
+        held fixed. Float arrays go to the device, integer and boolean ones stay on the host."""
+        dev = {k: self.xp.asarray(v) if v.dtype.kind == "f" else v for k, v in feeds.items()}
+        head = self.graph.head
+        if head is not None:
+            parts = self.each_chunk(dev, lambda c, start: engine.forward(head, self.params, c).values[head.output])
+            dev[self.input_name] = _concat(self.xp, parts)
+        return dev
 
-    def forward(self, x: Array, fetch: Sequence[str] = ()) -> Array | dict[str, Array]:
-        """Forward pass on a device batch: the output, or a dict of the tensors in ``fetch``."""
-        parts = self.each_chunk(x, lambda c, start: engine.forward(self.graph, self.params, {self.input_name: c}, fetch=fetch).values)
+    def token_baseline(self, feeds: Mapping[str, Array], token: int) -> Array:
+        """The ``wrt`` tensor's value with every token id replaced by ``token`` (and the other
+        inputs as given): IG's ``baseline_token``."""
+        ids, table = self.graph.token_input, self._token_table()
+        if ids is None or table is None:
+            raise OptionError(f"baseline_token needs a wrt tensor computed from token ids through an embedding "
+                              f"lookup; {self.input_name!r} is not")
+        if not -table <= token < table:
+            raise OptionError(f"baseline_token must be a token id in [0, {table}), got {token}")
+        fixed = {k: v for k, v in feeds.items() if k != self.input_name}
+        fixed[ids] = np.full_like(fixed[ids], token)
+        return self.at_wrt(fixed)[self.input_name]
+
+    def _token_table(self) -> int | None:
+        head = self.graph.head
+        if head is None or self.graph.token_input is None:
+            return None
+        sizes = {self.graph.constants[n.inputs[0]].shape[0] for n, _ in embedding_candidates(head.nodes, self.graph.constants, self.inputs)}
+        return min(sizes) if sizes else None
+
+    def __call__(self, feeds: Any) -> np.ndarray:
+        """The output (logits) for a batch (a dict {input name: array}, or one array for a
+        single-input model), as a NumPy array."""
+        return backend.to_host(self.forward(self.at_wrt(self.check_feeds(feeds))))
+
+    def feeds(self, feeds: Array | Mapping[str, Array]) -> dict[str, Array]:
+        """Device feeds of the attribution as a dict; a bare array is the ``wrt`` tensor alone."""
+        if isinstance(feeds, Mapping):
+            return dict(feeds)
+        missing = [k for k in self.graph.needed() if k != self.input_name]
+        if missing or self.graph.head is not None:
+            raise InputError(f"the model also reads inputs {missing}; pass the feeds as a dict")
+        return {self.input_name: feeds}
+
+    def forward(self, feeds: Array | Mapping[str, Array], fetch: Sequence[str] = ()) -> Array | dict[str, Array]:
+        """Forward pass from device feeds of the attribution (the ``wrt`` tensor and the inputs
+        held fixed; a bare array where it is the only input): the output, or a dict of the
+        tensors in ``fetch``."""
+        parts = self.each_chunk(self.feeds(feeds), lambda c, start: engine.forward(self.graph, self.params, c, fetch=fetch).values)
         if not fetch:
             return _concat(self.xp, [p[self.output_name] for p in parts])
         return {t: _concat(self.xp, [p[t] for p in parts]) for t in fetch}
 
-    def chunks(self, x: Array) -> list[Array]:
-        """``x`` cut into batches the graph accepts (all of it unless the batch size is fixed)."""
+    def chunks(self, feeds: Mapping[str, Array]) -> list[dict[str, Array]]:
+        """``feeds`` cut into batches the graph accepts (all of it unless the batch size is fixed)."""
         b = self.fixed_batch
-        if b is None or x.shape[0] == b:
-            return [x]
-        if x.shape[0] % b:
-            raise InputError(f"the model fixes the batch size to {b}; got a batch of {x.shape[0]}")
-        return [x[i : i + b] for i in range(0, x.shape[0], b)]
+        n = n_rows(feeds)
+        if b is None or n == b:
+            return [dict(feeds)]
+        if n % b:
+            raise InputError(f"the model fixes the batch size to {b}; got a batch of {n}")
+        return [rows(feeds, i, i + b) for i in range(0, n, b)]
 
-    def each_chunk(self, x: Array, run: Callable[[Array, int], R], whole: bool = False) -> list[R]:
-        """``run(chunk, start)`` over the chunks of ``x``; on the GPU, a chunk that runs out of
-        memory is halved and retried (and the size that fits is remembered in ``max_chunk``).
-        ``whole``: the batch must run as one (its rows are not independent)."""
+    def each_chunk(self, feeds: Mapping[str, Array], run: Callable[[dict[str, Array], int], R],
+                   whole: bool = False) -> list[R]:
+        """``run(chunk, start)`` over the chunks of ``feeds`` (every feed cut alike by rows); on
+        the GPU, a chunk that runs out of memory is halved and retried (and the size that fits is
+        remembered in ``max_chunk``). ``whole``: the batch must run as one (its rows are not
+        independent)."""
         if self.device != "cuda":
             results = []
             start = 0
-            for c in self.chunks(x):
+            for c in self.chunks(feeds):
                 results.append(run(c, start))
-                start += c.shape[0]
+                start += n_rows(c)
             return results
         fixed = self.fixed_batch
-        n = x.shape[0]
+        n = n_rows(feeds)
         if fixed is not None and n % fixed:
             raise InputError(f"the model fixes the batch size to {fixed}; got a batch of {n}")
         size = fixed or (n if whole else min(n, self.max_chunk or n))
@@ -162,7 +229,7 @@ class Model:
             lambda m, why: f"a batch of {m} that must run as one (input and reference stacked) "
             f"does not fit in GPU memory ({why}); pass fewer samples at a time")
         results, size = split_on_oom(
-            lambda a, b: run(x[a:b], a), n, size, fixed is not None or whole,
+            lambda a, b: run(rows(feeds, a, b), a), n, size, fixed is not None or whole,
             backend.is_out_of_memory, backend.release_memory, advice,
         )
         if size < n and fixed is None:
@@ -179,22 +246,11 @@ class Model:
                 f"device='cpu'. Declared input shape: {shape}")
 
     def check_target(self, target: Any, n: int) -> np.ndarray | None:
-        """``target`` as one int per sample (None stays None: the argmax, once known).
-
-        The class range is checked here where shape inference knows the output size, and
-        against the actual output in :meth:`resolve_target` otherwise."""
-        if target is None:
-            return None
-        t = np.asarray(target)
-        if t.dtype.kind not in "iu" and not (t.dtype.kind == "f" and t.size and np.all(t == np.round(t))):
-            raise InputError(f"target must be an int or one int per sample, got {target!r}")
-        t = np.broadcast_to(t.astype(np.int64), (n,)) if t.ndim == 0 else t.astype(np.int64)
-        if t.shape != (n,):
-            raise InputError(f"target has {t.size} entries for a batch of {n}")
-        classes = self.n_classes
-        if classes is not None:
-            _check_range(t, classes, self.output_name)
-        return t
+        """``target`` as one int per sample, or (n, 2) (position, index) pairs for a (B, T, V)
+        output (None stays None: the argmax, once known); see :mod:`onnxattr.targets`. The range
+        is checked here where shape inference knows the output's sizes, and against the actual
+        output in :meth:`resolve_target` otherwise."""
+        return targets.check_target(target, n, self.graph.shapes.get(self.output_name), self.output_name)
 
     @property
     def n_classes(self) -> int | None:
@@ -204,18 +260,17 @@ class Model:
             return None
         return int(np.prod(shape[1:]))
 
-    def resolve_target(self, target: np.ndarray | None, out: Array) -> np.ndarray:
-        """The per-sample target for an output batch: the given one (range-checked) or the argmax."""
-        flat = out.reshape(out.shape[0], -1)
-        if target is None:
-            return backend.to_host(flat.argmax(axis=1)).astype(np.int64)
-        _check_range(target, flat.shape[1], self.output_name)
-        return target
+    def resolve_target(self, target: np.ndarray | None, out: Array,
+                       feeds: Mapping[str, Array] | None = None) -> np.ndarray:
+        """The per-sample target for an output batch: the given one (range-checked) or the argmax
+        (on a (B, T, V) output, at the last position where the attention mask in ``feeds`` is 1)."""
+        mask = None if feeds is None or self.mask_name is None else feeds.get(self.mask_name)
+        return targets.resolve_target(target, out, self.output_name, mask)
 
     # ---- forward + backward -------------------------------------------------------------
     def propagate(
         self,
-        feeds: Array,
+        feeds: Array | Mapping[str, Array],
         target: np.ndarray | None,
         plan: Plan,
         observer: engine.Observer | None = None,
@@ -224,9 +279,12 @@ class Model:
         """One forward and one backward pass of ``plan`` on a device batch.
 
         Args:
-            feeds: the input batch, on the model's device.
-            target: one target per sample (None: each sample's argmax); what a callable seed
-                gets, resolved against the output. Ignored where the seed is an array.
+            feeds: device feeds of the attribution: {input_name: the batch at the ``wrt``
+                tensor, every input held fixed: its batch} (:meth:`at_wrt`), or the batch alone
+                where it is the only input.
+            target: one target per sample, (position, index) pairs for a (B, T, V) output, or
+                None (the argmax); what a callable seed gets, resolved against the output.
+                Ignored where the seed is an array.
             plan: the rules, the seed and times_input (:class:`onnxattr.plan.Plan`).
             observer: sees every node's incoming and outgoing relevance.
             fetch: tensors whose relevance is returned too.
@@ -237,24 +295,25 @@ class Model:
         halves where it runs out of memory), except that a plan with a stacked rule runs as one.
         """
 
-        def run(c: Array, start: int) -> dict[str, Array]:
-            tape = engine.forward(self.graph, self.params, {self.input_name: c}, record=True, rules=plan.rules)
+        def run(c: dict[str, Array], start: int) -> dict[str, Array]:
+            x = c[self.input_name]
+            tape = engine.forward(self.graph, self.params, c, record=True, rules=plan.rules)
             out = tape.values[self.output_name]
             if callable(plan.seed):
-                t = None if target is None else target[start : start + c.shape[0]]
-                seed = plan.seed(out, self.resolve_target(t, out))
+                t = None if target is None else target[start : start + x.shape[0]]
+                seed = plan.seed(out, self.resolve_target(t, out, c))
             else:
-                seed = plan.seed[start : start + c.shape[0]]
+                seed = plan.seed[start : start + x.shape[0]]
                 if seed.shape != out.shape:
                     raise InputError(f"the seed has shape {tuple(seed.shape)} for output {self.output_name!r} "
                                      f"of shape {tuple(out.shape)}")
             grads = engine.backward(self.graph, tape, seed, observer, fetch)
             g = grads[self.input_name]
-            g = self.xp.zeros_like(c) if g is None else g
-            grads[self.input_name] = g * c if plan.times_input else g
+            g = self.xp.zeros_like(x) if g is None else g
+            grads[self.input_name] = g * x if plan.times_input else g
             return grads
 
-        results = self.each_chunk(feeds, run, self.device == "cuda" and plan.stacked)
+        results = self.each_chunk(self.feeds(feeds), run, self.device == "cuda" and plan.stacked)
         return {k: _concat(self.xp, [r[k] for r in results]) for k in results[0]}
 
 
@@ -263,6 +322,7 @@ def load(
     device: str = "cpu",
     input_name: str | None = None,
     output_name: str | None = None,
+    wrt: str | None = None,
     *,
     base_dir: str | os.PathLike | None = None,
     max_fold_bytes: int = MAX_FOLD_BYTES,
@@ -277,10 +337,16 @@ def load(
         model: path to a ``.onnx`` file (external data is read from its folder, and only from
             there) or a ModelProto (left unchanged).
         device: ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy).
-        input_name: which graph input to attribute to, where the model has several.
+        input_name: which float graph input to attribute to, where the model has several (the
+            others are held fixed at the values given).
         output_name: which tensor to explain; any graph output or intermediate tensor. By
             default the single graph output, with a final Softmax/LogSoftmax dropped so that the
             logits are explained.
+        wrt: attribute to a tensor inside the graph: its name (a layer's activation, say), or
+            ``"embeddings"``: the word-embedding lookup's output, found as :mod:`onnxattr.wrt`
+            describes. Attributions then have that tensor's shape ((B, T, H) for text; see
+            :func:`onnxattr.token_scores`), and every graph input is held fixed at the values
+            given. A model whose inputs are all integers needs it.
         base_dir: for a ModelProto whose tensors keep their data in external files: the folder
             that holds them (locations may not leave it). Without it such a proto is refused.
         max_fold_bytes: the most bytes one constant folded at load may take (default 256 MiB);
@@ -288,7 +354,8 @@ def load(
 
     Raises:
         ModelError: not an ONNX model, invalid (the node named), external data outside the
-            folder, a folded constant over ``max_fold_bytes``, or no such input/output.
+            folder, a folded constant over ``max_fold_bytes``, no such input/output/wrt tensor,
+            or an ambiguous choice.
         UnsupportedOpError: a node whose op type, opset form or attributes are not implemented
             (named).
         OptionError: ``base_dir`` with a path, or ``max_fold_bytes`` not a positive int.
@@ -296,7 +363,9 @@ def load(
     if isinstance(max_fold_bytes, bool) or not isinstance(max_fold_bytes, int) or max_fold_bytes <= 0:
         raise OptionError(f"max_fold_bytes must be a positive int (bytes), got {max_fold_bytes!r}")
     proto = read_model(model, base_dir=base_dir)
-    graph = canonize(build(proto, input_name=input_name, output_name=output_name, max_fold_bytes=max_fold_bytes))
+    graph = build(proto, input_name=input_name, output_name=output_name, wrt=wrt, max_fold_bytes=max_fold_bytes)
+    canonical = canonize(graph)  # keeps the nodes and constants; inputs, head, token_input are the build's
+    graph = dataclasses.replace(graph, nodes=canonical.nodes, constants=canonical.constants)
     return Model(graph, proto, device)
 
 
@@ -335,15 +404,5 @@ def split_on_oom(
     return results, size
 
 
-def _check_range(t: np.ndarray, classes: int, output: str) -> None:
-    bad = (t < 0) | (t >= classes)
-    if bad.any():
-        raise InputError(f"target {t[bad].tolist()} out of range: output {output!r} has {classes} classes")
-
-
 def _concat(xp: Any, parts: list[Array]) -> Array:
     return parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
-
-
-def _show(shape: tuple) -> str:
-    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"

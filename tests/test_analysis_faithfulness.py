@@ -93,7 +93,7 @@ def test_occlusion_1_has_sensitivity_1_equal_to_one_on_cnn_bn():
     except UnsupportedOpError as e:  # the oracle needs ops (Flatten) that may not be there yet
         pytest.skip(str(e))
     x = data["input"][:2]
-    a = onnxattr.attribute(m, x, target=data["target"][:2], method="occlusion", window=1)
+    a = onnxattr.attribute(m, x, target=data["target"][:2], method="occlusion", window=(1, 1, 1))
     s = sensitivity_n(m, x, a, target=data["target"][:2], ns=[1], n_subsets=100)
     np.testing.assert_allclose(s.per_input, 1.0, atol=1e-4)
 

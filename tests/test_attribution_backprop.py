@@ -204,3 +204,30 @@ def test_unfused_batchnorm_passes_relevance(method):
     np.testing.assert_allclose(tr.conservation()["bn"], 1, rtol=1e-6)
     assert not np.allclose(onnxattr.trace(model, x, 1, "gradient").conservation()["bn"], 1, rtol=1e-2)
     np.testing.assert_allclose(tr.attribution.sum(axis=1), model(x)[:, 1], rtol=1e-4)
+
+
+def test_trace_of_a_batch_that_runs_in_chunks_has_each_layer_once():
+    """A model that fixes its batch size to 2 runs a batch of 6 in three chunks; the trace has
+    one entry per node over all 6 samples, equal to the traces of the chunks."""
+    proto = relu_mlp([4, 6, 3])
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    model = onnxattr.load(proto)
+    x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    whole = onnxattr.trace(model, x, 1, "lrp.epsilon")
+    assert len(whole.layers) == len({t.node for t in whole.layers})
+    parts = [onnxattr.trace(model, x[i : i + 2], 1, "lrp.epsilon") for i in (0, 2, 4)]
+    for k, layer in enumerate(whole.layers):
+        np.testing.assert_allclose(layer.relevance_in, np.concatenate([p.layers[k].relevance_in for p in parts]))
+        np.testing.assert_allclose(layer.relevance_out, np.concatenate([p.layers[k].relevance_out for p in parts]))
+
+
+def test_trace_keeps_the_complete_chunks_of_a_retried_batch():
+    from onnxattr.attribution.tracing import LayerTrace, per_layer
+    def obs(node, m, v):
+        return LayerTrace(node, "Gemm", np.full(m, v), np.full(m, v))
+    # a batch of 4 that failed part-way (one node), then a whole attempt that failed after its
+    # backward, then two halves that succeeded
+    seen = [obs("a", 4, 9), obs("a", 4, 8), obs("b", 4, 8), obs("a", 2, 1), obs("b", 2, 1), obs("a", 2, 2), obs("b", 2, 2)]
+    layers = per_layer(seen, 4)
+    assert [t.node for t in layers] == ["a", "b"]
+    np.testing.assert_array_equal(layers[1].relevance_in, [1, 1, 2, 2])

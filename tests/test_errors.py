@@ -211,12 +211,15 @@ def test_gemm_bias_that_does_not_broadcast_is_refused_at_load():
         onnxattr.load(proto)
 
 
-def test_output_needing_a_second_input_is_unsupported():
+def test_second_graph_input_is_held_fixed_not_refused():
     nodes = [helper.make_node("Mul", ["a", "b"], ["y"], name="mul")]
     g = helper.make_graph(nodes, "two", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 3]) for n in "ab"],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])])
-    with pytest.raises(UnsupportedOpError, match="'mul'.*reads 'b', another graph input"):
-        onnxattr.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), input_name="a")
+    model = onnxattr.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), input_name="a")
+    a, b = np.ones((2, 3), np.float32), np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(model({"a": a, "b": b}), a * b)
+    with pytest.raises(InputError, match="'b'"):
+        model(a)
 
 
 def test_model_text_in_messages_is_escaped():

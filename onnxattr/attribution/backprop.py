@@ -10,17 +10,20 @@ import numpy as np
 from .. import composites as C
 from ..composites import Composite, OpType
 from ..errors import OptionError
+from ..feeds import stack
 from ..plan import Plan, logit, one_hot
 from ..rules import DeconvNet, GuidedBackprop, RectGrad, Rescale
-from .gradients import baseline_array
-from .registry import Option, register
+from .gradients import Feeds, baseline_of, target_at, tile_target
+from .options import Instance, Int, Numeric, Option, Real
+from .registry import register
 
 if TYPE_CHECKING:
     from ..model import Model
     from ..ops.base import Array
     from ..plan import SeedFn
 
-EPSILON = Option(1e-6, "stabilizer of the epsilon rule on dense layers")
+EPSILON = Option(1e-6, "stabilizer of the epsilon rule on dense layers", Real(0.0, None))
+GAMMA = Option(0.25, "weight of the positive parameters", Real(0.0, None))
 
 
 def _relu(rule: Callable[..., Any], name: str) -> Callable[..., Composite]:
@@ -34,7 +37,7 @@ def _backprop_method(name: str, make: Callable[..., Composite], seed: SeedFn, do
     def plan(model: Model, **opts: Any) -> Plan:
         return Plan(make(**opts).assign(model.graph), seed, times_input, name)
 
-    def method(model: Model, x: Array, target: np.ndarray | None, **opts: Any) -> Array:
+    def method(model: Model, x: Feeds, target: np.ndarray | None, **opts: Any) -> Array:
         return model.propagate(x, target, plan(model, **opts))[model.input_name]
 
     method.__doc__ = doc
@@ -64,7 +67,7 @@ _backprop_method(
     Kim et al. 2019, "Why are saliency maps noisy? Cause of and solution to noisy saliency
     maps" (as the authors' code, without its optional border 'padding trick').""",
     times_input=True,
-    q=Option(98.0, "percentile of a * R per layer and sample below which relevance is cut"),
+    q=Option(98.0, "percentile of a * R per layer and sample below which relevance is cut", Real(0.0, 100.0)),
 )
 
 
@@ -78,10 +81,12 @@ def _deeplift_composite(eps: float) -> Composite:
 
 @register(
     "deeplift",
-    baseline=Option(0.0, "reference input: a number or an array broadcastable to x"),
-    eps=Option(1e-10, "where |x - x0| < eps at a nonlinearity, its gradient is used"),
+    baseline=Option(0.0, "reference input: a number or an array broadcastable to the attributed tensor", Numeric()),
+    baseline_token=Option(None, "as integrated_gradients' baseline_token", Int(0, None, none=True)),
+    eps=Option(1e-10, "where |x - x0| < eps at a nonlinearity, its gradient is used", Real(0.0, None)),
 )
-def deeplift(model: Model, x: Array, target: np.ndarray | None, baseline: Any, eps: float) -> Array:
+def deeplift(model: Model, x: Feeds, target: np.ndarray | None, baseline: Any, baseline_token: int | None,
+             eps: float) -> Array:
     """DeepLIFT (Rescale): R = (x - x0) * m, m the multipliers (y - y0) / (x - x0) of the
     nonlinearities chained by the linear layers' transposes.
 
@@ -91,18 +96,19 @@ def deeplift(model: Model, x: Array, target: np.ndarray | None, baseline: Any, e
     every other op keep their gradient. (Not a single-batch backward
     pass, so it registers no ``plan`` for layer-wise analyses.)
     """
-    xp = model.xp
-    b = xp.broadcast_to(baseline_array(model, x, baseline), x.shape)
+    feeds, xp = x, model.xp
+    x = feeds[model.input_name]
+    b = xp.broadcast_to(baseline_of(model, feeds, baseline, baseline_token), x.shape)
     n = x.shape[0]
     if model.fixed_batch is not None:
         raise OptionError(
             f"deeplift runs input and reference as one batch of {2 * n}, but the model fixes its "
             f"batch size to {model.fixed_batch}; export it with a dynamic batch axis"
         )
-    t = target if target is not None else model.resolve_target(None, model.forward(x))
-    stacked = xp.concatenate([x, b])
+    t = target_at(model, feeds, target)
+    stacked = stack(feeds, model.input_name, xp.concatenate([x, b]))
     plan = Plan(_deeplift_composite(eps).assign(model.graph), name="deeplift")
-    m = model.propagate(stacked, np.concatenate([t, t]), plan)[model.input_name]
+    m = model.propagate(stacked, tile_target(t, 2), plan)[model.input_name]
     return (x - b) * m[:n]
 
 
@@ -116,7 +122,7 @@ _lrp_method("lrp.z_plus", lambda: C.everywhere(C.ZPlus(), "z_plus"),
             "z+ on every Conv and dense layer (Montavon et al. 2017, deep Taylor decomposition).")
 _lrp_method("lrp.gamma", lambda gamma: C.everywhere(C.Gamma(gamma), "gamma"),
             "LRP-gamma on every Conv and dense layer (Montavon et al. 2019).",
-            gamma=Option(0.25, "weight of the positive parameters"))
+            gamma=GAMMA)
 _lrp_method("lrp.alpha1_beta0", lambda: C.everywhere(C.AlphaBeta(1.0, 0.0), "alpha1_beta0"),
             "LRP-alpha1-beta0 on every Conv and dense layer (Bach et al. 2015).")
 _lrp_method("lrp.epsilon_plus_flat", C.epsilon_plus_flat,
@@ -139,9 +145,11 @@ def _box(low: Any, high: Any, gamma: float, epsilon: float) -> Composite:
 _lrp_method("lrp.epsilon_gamma_box", _box,
             "z^B(low, high) on the first layer, gamma on convolutions, epsilon on dense layers "
             "(Zennit's EpsilonGammaBox; Montavon et al. 2017).",
-            low=Option(None, "lowest input value: a number or an array broadcastable to x (required)"),
-            high=Option(None, "highest input value: a number or an array broadcastable to x (required)"),
-            gamma=Option(0.25, "gamma of the convolutions"), epsilon=EPSILON)
+            low=Option(None, "lowest input value: a number or an array broadcastable to x (required)",
+                       Numeric(none=True)),
+            high=Option(None, "highest input value: a number or an array broadcastable to x (required)",
+                        Numeric(none=True)),
+            gamma=Option(0.25, "gamma of the convolutions", Real(0.0, None)), epsilon=EPSILON)
 
 
 def _custom(composite: Any) -> Composite:
@@ -151,4 +159,4 @@ def _custom(composite: Any) -> Composite:
 
 
 _lrp_method("lrp", _custom, "LRP with a custom composite: composite=Composite([(selector, rule), ...]).",
-            composite=Option(None, "an onnxattr.composites.Composite (required)"))
+            composite=Option(None, "an onnxattr.composites.Composite (required)", Instance(Composite, none=True)))

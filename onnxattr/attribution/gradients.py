@@ -9,45 +9,53 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import backend
 from ..errors import InputError, OptionError
+from ..feeds import n_rows, rows, stack
 from ..plan import Plan
-from .registry import Option, register
+from ..rng import sample_rng
+from .options import BATCH_SIZE, MAX_STEPS, Anything, Choice, Int, Numeric, Option, Real
+from .registry import register
 
 if TYPE_CHECKING:
     from ..model import Model
     from ..ops.base import Array
 
-BATCH_SIZE = Option(None, "largest number of inputs per forward/backward pass; None: up to 64, as "
-                         "many as keep each activation within 32 MiB on the CPU (Model.pass_size)")
+#: device feeds of an attribution: {model.input_name: the batch at the attributed tensor, and
+#: every input held fixed} (:meth:`onnxattr.model.Model.at_wrt`), or that batch alone
+Feeds = Any
 
+INTEGRATIONS = ("riemann_trapezoid", "trapezoid", "riemann_left", "riemann_right", "riemann_middle", "gausslegendre")
 
 def pass_batch(model: Model, x: Array, batch_size: int | None) -> int:
-    """The ``batch_size`` option checked, or the model's choice where it is None."""
-    if batch_size is None:
-        return model.pass_size(x)
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-        raise OptionError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    return int(batch_size)
+    """The ``batch_size`` option (checked by its Option), or the model's choice where it is None."""
+    return model.pass_size(x) if batch_size is None else int(batch_size)
 
 
 EXACT = Plan()
 EXACT_TIMES_INPUT = Plan(times_input=True, name="input_x_gradient")
 
 
-def gradient_of(model: Model, x: Array, target: np.ndarray | None) -> Array:
-    """d f_target / dx for a device batch."""
-    return model.propagate(x, target, EXACT)[model.input_name]
+def gradient_of(model: Model, feeds: Feeds, target: np.ndarray | None) -> Array:
+    """d f_target / dx at the attributed tensor x for device feeds."""
+    return model.propagate(feeds, target, EXACT)[model.input_name]
 
 
-def target_at(model: Model, x: Array, target: np.ndarray | None) -> np.ndarray:
-    """The per-sample target, taking the argmax at ``x`` where none is given."""
+def target_at(model: Model, feeds: Feeds, target: np.ndarray | None) -> np.ndarray:
+    """The per-sample target, taking the argmax at ``feeds`` where none is given."""
     if target is not None:
         return target
-    return model.resolve_target(None, model.forward(x))
+    feeds = model.feeds(feeds)
+    return model.resolve_target(None, model.forward(feeds), feeds)
+
+
+def tile_target(t: np.ndarray, k: int) -> np.ndarray:
+    """The targets of k copies of a batch stacked copy-major ((n,) or (n, 2) targets)."""
+    return np.tile(t, (k,) + (1,) * (t.ndim - 1))
 
 
 @register("gradient", plan=lambda model: EXACT)
-def gradient(model: Model, x: Array, target: np.ndarray | None) -> Array:
+def gradient(model: Model, x: Feeds, target: np.ndarray | None) -> Array:
     """Gradient (saliency): R = d f_t(x) / dx.
 
     Simonyan, Vedaldi & Zisserman 2014, "Deep inside convolutional networks". Signed; take the
@@ -57,7 +65,7 @@ def gradient(model: Model, x: Array, target: np.ndarray | None) -> Array:
 
 
 @register("input_x_gradient", plan=lambda model: EXACT_TIMES_INPUT)
-def input_x_gradient(model: Model, x: Array, target: np.ndarray | None) -> Array:
+def input_x_gradient(model: Model, x: Feeds, target: np.ndarray | None) -> Array:
     """Gradient*Input: R = x * d f_t(x) / dx.
 
     Shrikumar et al. 2016; equal to eps-LRP on ReLU networks as eps -> 0 (Ancona et al. 2018).
@@ -75,8 +83,8 @@ def path_points(steps: int, integration: str) -> tuple[np.ndarray, np.ndarray]:
     riemann_left/right/middle: the left, right or middle points with w = 1/steps (Captum's).
     gausslegendre: Gauss-Legendre nodes and weights mapped to [0, 1] (Captum's).
     """
-    if not isinstance(steps, (int, np.integer)) or steps < 2:
-        raise OptionError(f"steps must be an int >= 2, got {steps!r}")
+    if not isinstance(steps, (int, np.integer)) or not 2 <= steps <= MAX_STEPS:
+        raise OptionError(f"steps must be an int in [2, {MAX_STEPS}], got {steps!r}")
     n = int(steps)
     w = np.full(n, 1.0 / n)
     if integration == "riemann_trapezoid":
@@ -106,51 +114,67 @@ def path_points(steps: int, integration: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def baseline_array(model: Model, x: Array, baseline: Any) -> Array:
-    """The baseline as a device array broadcastable to ``x``: a number or an array."""
+    """The baseline as a device array broadcastable to ``x``: a number or an array (finite and
+    not masked: checked by its Option)."""
     xp = model.xp
     if isinstance(baseline, (int, float, np.integer, np.floating)):
         return xp.asarray(np.float32(baseline))
-    b = np.asarray(baseline.get() if hasattr(baseline, "get") and not isinstance(baseline, np.ndarray) else baseline)
-    if b.dtype.kind not in "fiu":
-        raise InputError(f"baseline must be a number or a numeric array, got dtype {b.dtype}")
+    b = backend.to_host(baseline)
     try:
         np.broadcast_shapes(b.shape, x.shape)
     except ValueError:
-        raise InputError(f"baseline of shape {b.shape} does not broadcast to the input's {x.shape}") from None
-    if not np.isfinite(b).all():
-        raise InputError("baseline contains NaN or infinite values")
+        raise InputError(f"baseline of shape {b.shape} does not broadcast to {model.input_name!r}'s "
+                         f"{tuple(x.shape)}") from None
     return xp.asarray(b.astype(np.float32))
 
 
-def batched_gradients(model: Model, inputs: Array, target: np.ndarray, batch_size: int) -> Array:
-    """Gradients of a long stack of inputs (targets given per row), ``batch_size`` at a time."""
-    parts = [
-        gradient_of(model, inputs[i : i + batch_size], target[i : i + batch_size])
-        for i in range(0, inputs.shape[0], batch_size)
-    ]
+def baseline_of(model: Model, feeds: Feeds, baseline: Any, baseline_token: int | None) -> Array:
+    """The baseline given as ``baseline``, or as ``baseline_token``: the attributed tensor with
+    every token id replaced by that token (its embedding at every position, for
+    wrt='embeddings'). Both at once is an OptionError."""
+    x = feeds[model.input_name]
+    if baseline_token is None:
+        return baseline_array(model, x, baseline)
+    if not (isinstance(baseline, (int, float)) and baseline == 0):
+        raise OptionError("give baseline= or baseline_token=, not both")
+    return model.token_baseline(feeds, int(baseline_token))
+
+
+def batched_gradients(model: Model, feeds: Feeds, target: np.ndarray, batch_size: int) -> Array:
+    """Gradients of a long stack of feeds (targets given per row), ``batch_size`` at a time."""
+    n = n_rows(feeds)
+    parts = [gradient_of(model, rows(feeds, i, i + batch_size), target[i : i + batch_size])
+             for i in range(0, n, batch_size)]
     return parts[0] if len(parts) == 1 else model.xp.concatenate(parts)
 
 
 @register(
     "integrated_gradients",
-    baseline=Option(0.0, "reference input: a number or an array broadcastable to x"),
-    steps=Option(32, "number of points on the path from baseline to input"),
+    baseline=Option(0.0, "reference input: a number or an array broadcastable to the attributed tensor",
+                    Numeric()),
+    baseline_token=Option(None, "at wrt='embeddings' (or a tensor computed from token ids): the baseline "
+                          "is that token's embedding at every position; None: use baseline", Int(0, None, none=True)),
+    steps=Option(32, "number of points on the path from baseline to input", Int(2, MAX_STEPS)),
     integration=Option("riemann_trapezoid", "quadrature: riemann_trapezoid (Captum's; weights sum "
                        "to (steps-1)/steps), trapezoid, riemann_left, riemann_right, riemann_middle "
-                       "or gausslegendre"),
+                       "or gausslegendre", Choice(INTEGRATIONS)),
     batch_size=BATCH_SIZE,
 )
-def integrated_gradients(model: Model, x: Array, target: np.ndarray | None, baseline: Any,
-                         steps: int, integration: str, batch_size: int | None) -> Array:
+def integrated_gradients(model: Model, x: Feeds, target: np.ndarray | None, baseline: Any,
+                         baseline_token: int | None, steps: int, integration: str,
+                         batch_size: int | None) -> Array:
     """Integrated Gradients: R = (x - b) * sum_k w_k d f_t(b + alpha_k (x - b)) / dx.
 
     Sundararajan, Taly & Yan 2017, "Axiomatic attribution for deep networks". Points and weights
-    follow Captum's quadrature rules, so results match ``captum.attr.IntegratedGradients``.
+    follow Captum's quadrature rules, so results match ``captum.attr.IntegratedGradients``. At a
+    ``wrt`` tensor the path runs there, the inputs held fixed (Captum's LayerIntegratedGradients).
+    Memory: one pass of at most ``batch_size`` path points at a time.
     """
-    xp = model.xp
+    feeds, xp = x, model.xp
+    x = feeds[model.input_name]
     batch_size = pass_batch(model, x, batch_size)
-    b = baseline_array(model, x, baseline)
-    t = target_at(model, x, target)
+    b = baseline_of(model, feeds, baseline, baseline_token)
+    t = target_at(model, feeds, target)
     alphas, weights = path_points(steps, integration)
     n = x.shape[0]
     diff = x - b
@@ -160,47 +184,61 @@ def integrated_gradients(model: Model, x: Array, target: np.ndarray | None, base
         a = xp.asarray(alphas[k0 : k0 + per_pass].astype(np.float32))
         w = xp.asarray(weights[k0 : k0 + per_pass].astype(np.float32))
         pts = (b + a.reshape((-1,) + (1,) * x.ndim) * diff).reshape((-1,) + x.shape[1:])
-        g = batched_gradients(model, pts, np.tile(t, len(a)), batch_size)
+        g = batched_gradients(model, stack(feeds, model.input_name, pts), tile_target(t, len(a)), batch_size)
         total += (g.reshape((len(a),) + x.shape) * w.reshape((-1,) + (1,) * x.ndim)).sum(axis=0)
     return diff * total
 
 
 @register(
     "smoothgrad",
-    samples=Option(32, "number of noisy copies of each input"),
-    noise_level=Option(0.15, "noise standard deviation as a fraction of each input's value range"),
-    seed=Option(0, "seed of the noise"),
-    base_method=Option("gradient", "what is averaged: 'gradient' or 'input_x_gradient'"),
+    samples=Option(32, "number of noisy copies of each input", Int(1, MAX_STEPS)),
+    noise_level=Option(0.15, "noise standard deviation as a fraction of each sample's value range at the "
+                       "attributed tensor", Real(0.0, 100.0)),
+    seed=Option(0, "seed of the noise: sample i's noise comes from sample_rng(seed, indices[i])",
+                Int(0, 2**63 - 1)),
+    indices=Option(None, "each sample's index in the whole data set (None: 0..B-1), so that the noise of a "
+                   "sample does not depend on the batch it is in", Anything()),
+    base_method=Option("gradient", "what is averaged: 'gradient' or 'input_x_gradient'",
+                       Choice(("gradient", "input_x_gradient"))),
     batch_size=BATCH_SIZE,
 )
-def smoothgrad(model: Model, x: Array, target: np.ndarray | None, samples: int, noise_level: float,
-               seed: int, base_method: str, batch_size: int | None) -> Array:
+def smoothgrad(model: Model, x: Feeds, target: np.ndarray | None, samples: int, noise_level: float,
+               seed: int, indices: Any, base_method: str, batch_size: int | None) -> Array:
     """SmoothGrad: R = 1/n sum_k g(x + e_k), e_k ~ N(0, (noise_level * (max x - min x))^2).
 
     Smilkov et al. 2017, "SmoothGrad: removing noise by adding noise". With
-    base_method='input_x_gradient' it averages (x + e_k) * g(x + e_k).
+    base_method='input_x_gradient' it averages (x + e_k) * g(x + e_k). The noise of sample i is
+    the first ``samples`` standard-normal draws of shape x[i] (float32) from
+    ``sample_rng(seed, indices[i])``, copy after copy, so that neither the batch a sample is in
+    nor ``batch_size`` changes its map. At a ``wrt`` tensor the range is that tensor's.
     """
-    if base_method not in ("gradient", "input_x_gradient"):
-        raise OptionError(f"base_method must be 'gradient' or 'input_x_gradient', got {base_method!r}")
-    if not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise OptionError(f"samples must be a positive int, got {samples!r}")
-    if not noise_level >= 0:
-        raise OptionError(f"noise_level must be >= 0, got {noise_level!r}")
-    xp = model.xp
-    batch_size = pass_batch(model, x, batch_size)
-    t = target_at(model, x, target)
+    feeds, xp = x, model.xp
+    x = feeds[model.input_name]
     n = x.shape[0]
+    index = sample_indices(indices, n)
+    batch_size = pass_batch(model, x, batch_size)
+    t = target_at(model, feeds, target)
     flat = x.reshape(n, -1)
     sigma = (noise_level * (flat.max(axis=1) - flat.min(axis=1))).reshape((1, n) + (1,) * (x.ndim - 1))
-    rng = np.random.default_rng(seed)
+    rngs = [sample_rng(seed, int(i)) for i in index]
     total = xp.zeros_like(x)
-    per_pass = max(1, batch_size // n)  # whole copies of the batch per pass; noise drawn per pass
+    per_pass = max(1, batch_size // n)  # whole copies of the batch per pass
     for k0 in range(0, samples, per_pass):
         k = min(per_pass, samples - k0)
-        noise = xp.asarray(rng.standard_normal((k,) + tuple(x.shape)).astype(np.float32))
-        noisy = (x + noise * sigma).reshape((-1,) + x.shape[1:])
-        g = batched_gradients(model, noisy, np.tile(t, k), batch_size)
+        draws = np.stack([r.standard_normal((k,) + tuple(x.shape[1:]), dtype=np.float32) for r in rngs], axis=1)
+        noisy = (x + xp.asarray(draws) * sigma).reshape((-1,) + x.shape[1:])
+        g = batched_gradients(model, stack(feeds, model.input_name, noisy), tile_target(t, k), batch_size)
         if base_method == "input_x_gradient":
             g = g * noisy
         total += g.reshape((k,) + x.shape).sum(axis=0)
     return total / samples
+
+
+def sample_indices(indices: Any, n: int) -> np.ndarray:
+    """``indices`` as n distinct non-negative ints (None: 0..n-1); OptionError otherwise."""
+    if indices is None:
+        return np.arange(n)
+    idx = np.asarray(indices)
+    if idx.shape != (n,) or idx.dtype.kind not in "iu" or (idx < 0).any() or len(np.unique(idx)) != n:
+        raise OptionError(f"option indices must be {n} distinct non-negative ints (one per sample), got {indices!r}")
+    return idx

@@ -1,8 +1,11 @@
 """The table of attribution methods, their documented options, ``attribute``, and the one lookup
 of a method's propagation plan.
 
-A method is a function ``fn(model, x, target, **options) -> relevance`` over device arrays,
-registered with :func:`register` together with its options (name -> default and meaning).
+A method is a function ``fn(model, feeds, target, **options) -> relevance`` over device arrays,
+registered with :func:`register` together with its options (:class:`Option`: default, meaning,
+allowed values, checked in :func:`resolve_options`). ``feeds`` holds the batch at the attributed
+tensor under ``model.input_name`` and every input held fixed (:meth:`Model.at_wrt`); the
+relevance has the shape of ``feeds[model.input_name]``.
 A method that is one forward and one backward pass also registers ``plan``: given the model and
 the options it returns the :class:`~onnxattr.plan.Plan` (rules, seed, times_input), so that
 analyses can follow its relevance through every layer (:func:`plan_of`, then
@@ -19,19 +22,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from .. import backend
-from ..errors import OptionError
+from ..errors import InputError, OptionError
+from .options import Option
 
 if TYPE_CHECKING:
     from ..model import Model
     from ..plan import Plan
-
-
-@dataclass(frozen=True)
-class Option:
-    """One keyword option of a method: its default and what it means."""
-
-    default: Any
-    doc: str
 
 
 @dataclass(frozen=True)
@@ -66,12 +62,22 @@ def register(name: str, plan: Callable[..., Plan] | None = None,
     return deco
 
 
+#: what every method's ``target`` may be (shown by :func:`methods`)
+TARGETS = ("an int, one int per sample, or None (each sample's argmax); for an output of shape "
+           "(B, T, V), read as (batch, position, class): None (the argmax at the last position whose "
+           "attention_mask is 1, else T-1), B (position, index) pairs, or an int array (B, 2); a bare "
+           "pair is refused")
+
+
 def methods() -> dict[str, dict[str, Any]]:
-    """Every method's name, summary and options (name -> {"default", "doc"})."""
+    """Every method's name, summary, options (name -> {"default", "doc", "allowed"}) and what its
+    ``target`` may be."""
     return {
         name: {
             "doc": m.doc,
-            "options": {k: {"default": o.default, "doc": o.doc} for k, o in m.options.items()},
+            "options": {k: {"default": o.default, "doc": o.doc, "allowed": o.check.describe()}
+                        for k, o in m.options.items()},
+            "target": TARGETS,
         }
         for name, m in sorted(METHODS.items())
     }
@@ -87,12 +93,13 @@ def lookup(name: str) -> Method:
 
 
 def resolve_options(method: Method, options: dict[str, Any]) -> dict[str, Any]:
-    """The method's options with defaults filled in; OptionError for an unknown one."""
+    """The method's options with defaults filled in, each checked (type, range, finite) by its
+    :class:`~onnxattr.attribution.options.Option`; OptionError for an unknown or bad one."""
     unknown = sorted(set(options) - set(method.options))
     if unknown:
         known = sorted(method.options) or "none"
         raise OptionError(f"method {method.name!r} has no option {', '.join(map(repr, unknown))}; its options: {known}")
-    return {k: options.get(k, o.default) for k, o in method.options.items()}
+    return {k: o.validate(method.name, k, options.get(k, o.default)) for k, o in method.options.items()}
 
 
 def plan_of(model: Model, method: str, options: Mapping[str, Any], what: str) -> Plan:
@@ -108,18 +115,26 @@ def plan_of(model: Model, method: str, options: Mapping[str, Any], what: str) ->
     return m.plan(model, **resolve_options(m, dict(options)))
 
 
-def attribute(model: Model, x: np.ndarray, target: Any = None, method: str = "gradient", **options: Any) -> np.ndarray:
-    """Attribute the model's output at ``target`` to the input ``x``.
+def attribute(model: Model, x: Any, target: Any = None, method: str = "gradient", **options: Any) -> np.ndarray:
+    """Attribute the model's output at ``target`` to its input, or to its ``wrt`` tensor.
 
     Args:
         model: a model from :func:`onnxattr.load`.
-        x: float32 batch in the model's own layout, batch first.
-        target: an int, one int per sample, or None for each sample's argmax.
+        x: a dict {graph input name: array}, or one array where the model has one input: float32
+            batches in the model's own layout, batch first. Integer and boolean inputs (token ids,
+            attention masks, token types, positions) and every input that is not the one
+            attributed to are held fixed at the values given (Captum's layer attribution).
+        target: an int, one int per sample, or None for each sample's argmax. For an output of
+            shape (B, T, V), read as (batch, position, class): None (per sample the argmax at
+            the last position whose attention_mask is 1, else T-1), a sequence of B
+            (position, index) pairs, or an int array (B, 2); a bare pair is refused.
         method: a name from :func:`onnxattr.methods`.
         **options: the method's options (see ``onnxattr.methods()[method]["options"]``).
 
     Returns:
-        The attribution map, a NumPy float32 array with ``x``'s shape.
+        The attribution map, a NumPy float32 array with the attributed tensor's shape: the
+        input's, or the ``wrt`` tensor's ((B, T, H) for token embeddings; see
+        :func:`onnxattr.token_scores`).
 
     Example:
         >>> model = onnxattr.load("models/torch_vgg_op11.onnx")
@@ -127,9 +142,20 @@ def attribute(model: Model, x: np.ndarray, target: Any = None, method: str = "gr
     """
     m = lookup(method)
     opts = resolve_options(m, options)
-    x = model.check_input(x)
-    t = model.check_target(target, x.shape[0])
-    a = m.fn(model, model.xp.asarray(x), t, **opts)
+    feeds = model.at_wrt(model.check_feeds(x))
+    x0 = feeds[model.input_name]
+    t = model.check_target(target, x0.shape[0])
+    a = m.fn(model, feeds, t, **opts)
     out = backend.to_host(a).astype(np.float32, copy=False)
-    assert out.shape == x.shape, f"{method} returned shape {out.shape} for input {x.shape}"
+    assert out.shape == x0.shape, f"{method} returned shape {out.shape} for {model.input_name!r} {x0.shape}"
     return out
+
+
+def token_scores(a: np.ndarray) -> np.ndarray:
+    """One score per token: a (B, T, H) attribution at the token embeddings (``wrt="embeddings"``)
+    summed over the hidden axis, (B, T). The sum keeps conservation: the token scores add up to
+    what the map adds up to (f_t(x) - f_t(baseline) for IG, f_t(x) for a conservative LRP rule)."""
+    a = backend.to_host(a)
+    if a.ndim != 3:
+        raise InputError(f"token_scores takes a (B, T, H) attribution at the token embeddings; got shape {a.shape}")
+    return a.sum(axis=2)
