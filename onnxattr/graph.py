@@ -61,6 +61,8 @@ class LayerGraph:
     opset: int = 0
     #: the op type of a Softmax/LogSoftmax that ended the graph and was dropped, if any
     dropped_softmax: str | None = None
+    #: what canonization recognised: (pattern, names of the nodes it replaced), in order
+    canonized: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.producer = {t: n for n in self.nodes for t in n.outputs if t}
