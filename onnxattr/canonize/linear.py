@@ -121,16 +121,19 @@ def affine_chains(edit: Edit) -> None:
 
 def _affine_step(edit: Edit, node: Node, channels: int | None, axis: int | None) -> tuple[np.ndarray, np.ndarray] | None:
     """(s, b) with node(x) = s x + b per channel, for an Add/Sub/Mul/Div of x by a constant that
-    has one value per channel along ``axis`` (or one value); None otherwise."""
+    has one value per channel along ``axis`` (-1: the last) or one value; None otherwise."""
     if node.op_type not in AFFINE_OPS or channels is None or axis is None:
         return None
     data, const = split_const(node, edit.consts)
-    rank = edit.rank(data) if data is not None else None
-    if data is None or rank is None or edit.shape(node.outputs[0]) != edit.shape(data):
+    if data is None or edit.shape(node.outputs[0]) != edit.shape(data):
         return None
     c = np.asarray(edit.consts[const])
-    if c.dtype.kind != "f" or c.ndim > rank:
+    rank = edit.rank(data)
+    if rank is None and axis == -1:  # a dense layer's output of unknown rank: a vector at most
+        rank = max(c.ndim, 1)
+    if rank is None or c.dtype.kind != "f" or c.ndim > rank:
         return None
+    axis = axis % rank
     full = c.reshape((1,) * (rank - c.ndim) + c.shape).astype(np.float64)
     if any(d != 1 for i, d in enumerate(full.shape) if i != axis) or full.shape[axis] not in (1, channels):
         return None
@@ -154,11 +157,9 @@ def _foldable(edit: Edit, layer: Node, after: Node) -> bool:
             and _bias_size(layer, edit.consts) in (None, 1, _channels(edit, layer)))
 
 
-def _channel_axis(edit: Edit, layer: Node) -> int | None:
-    rank = edit.rank(layer.outputs[0])
-    if rank is None:
-        return None
-    return rank - 1 if layer.op_type in ("Dense", "Gemm") else 1
+def _channel_axis(edit: Edit, layer: Node) -> int:
+    """The output channels' axis: the last for dense layers (-1), else 1."""
+    return -1 if layer.op_type in ("Dense", "Gemm") else 1
 
 
 def _channels(edit: Edit, layer: Node) -> int | None:
