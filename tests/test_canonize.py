@@ -140,3 +140,94 @@ def test_gate_takes_no_relevance_under_lrp():
     tr = onnxattr.trace(model, _sample(model.graph, 1), target=0, method="lrp.epsilon")
     layer = next(t for t in tr.layers if t.node == gate.name)
     np.testing.assert_allclose(layer.relevance_in, layer.relevance_out, rtol=1e-6)
+
+
+# ---- only exact matches are rewritten: small graphs with one thing changed -------------------
+
+def _graph(nodes, consts, in_shape, out_shape, opset=17):
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in consts.items()]
+    g = helper.make_graph([helper.make_node(*n[:3], **(n[3] if len(n) > 3 else {})) for n in nodes], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    return read_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]))
+
+
+def _same_function(proto, shape):
+    """Canonized forward = onnxruntime's, canonized gradient = the gradient of the graph as written."""
+    from zoo import ort_run
+
+    raw = build(proto)
+    canon = canonize(raw)
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    want = ort_run(proto, x, ["y"])[0]
+    np.testing.assert_allclose(onnxattr.Model(canon, proto)(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    seed = np.random.default_rng(4).standard_normal(want.shape).astype(np.float32)
+    grads = []
+    for graph in (raw, canon):
+        from onnxattr.plan import Plan
+
+        m = onnxattr.Model(graph, proto)
+        grads.append(np.asarray(m.propagate(m.xp.asarray(x), None, Plan(seed=seed))[m.input_name]))
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-5 * np.abs(grads[0]).max())
+    return canon
+
+
+def test_quick_gelu_is_swish_with_its_alpha_not_gelu():
+    proto = _graph([("Mul", ["x", "k"], ["kx"]), ("Sigmoid", ["kx"], ["s"]), ("Mul", ["s", "x"], ["y"])],
+                   {"k": 1.702}, ["N", 6], ["N", 6])
+    canon = _same_function(proto, (4, 6))
+    (node,) = canon.nodes
+    assert node.op_type == "Swish" and node.op.alpha == pytest.approx(1.702, rel=1e-6)
+
+
+@pytest.mark.parametrize("case", ["wrong constant", "piece read elsewhere", "scale along the batch axis",
+                                  "mean over a leading axis", "gate from another branch"])
+def test_inexact_pieces_stay_as_written(case):
+    if case == "wrong constant":  # 0.5 x (1 + erf(x / 1.3)) is no GELU
+        nodes = [("Div", ["x", "c"], ["d"]), ("Erf", ["d"], ["e"]), ("Add", ["e", "one"], ["a"]),
+                 ("Mul", ["x", "a"], ["m"]), ("Mul", ["m", "half"], ["y"])]
+        consts, shape, keep = {"c": 1.3, "one": 1.0, "half": 0.5}, (4, 6), "Erf"
+    elif case == "piece read elsewhere":  # x * sigmoid(x) + sigmoid(x): no Swish (the product is a Gate)
+        nodes = [("Sigmoid", ["x"], ["s"]), ("Mul", ["x", "s"], ["m"]), ("Add", ["m", "s"], ["y"])]
+        consts, shape, keep = {}, (4, 6), "Sigmoid"
+    elif case == "scale along the batch axis":  # the scale varies with T too: it stays a Mul after the norm
+        nodes = [("ReduceMean", ["x"], ["mu"]), ("Sub", ["x", "mu"], ["d"]), ("Mul", ["d", "d"], ["d2"]),
+                 ("ReduceMean", ["d2"], ["v"]), ("Add", ["v", "eps"], ["ve"]), ("Sqrt", ["ve"], ["sd"]),
+                 ("Div", ["d", "sd"], ["n"]), ("Mul", ["n", "g"], ["y"])]
+        consts, shape, keep = {"eps": 1e-5, "g": np.random.default_rng(0).uniform(0.5, 1.5, (5, 6))}, (2, 5, 6), "Mul"
+    elif case == "mean over a leading axis":  # normalised over T of (N, T, H): no LayerNormalization
+        nodes = [("ReduceMean", ["x"], ["mu"]), ("Sub", ["x", "mu"], ["d"]), ("Mul", ["d", "d"], ["d2"]),
+                 ("ReduceMean", ["d2"], ["v"]), ("Add", ["v", "eps"], ["ve"]), ("Sqrt", ["ve"], ["sd"]),
+                 ("Div", ["d", "sd"], ["y"])]
+        consts, shape, keep = {"eps": 1e-5}, (2, 5, 6), "ReduceMean"
+    else:  # relu(x) * sigmoid(-x): the gate does not read the data operand
+        nodes = [("Relu", ["x"], ["r"]), ("Neg", ["x"], ["nx"]), ("Sigmoid", ["nx"], ["s"]), ("Mul", ["r", "s"], ["y"])]
+        consts, shape, keep = {}, (2, 3, 4, 4), "Mul"
+    axes = {"axes": [1 if case == "mean over a leading axis" else -1]}
+    nodes = [n + (axes,) if n[0] == "ReduceMean" else n for n in nodes]
+    canon = _same_function(_graph(nodes, consts, list(shape), list(shape), opset=13), shape)
+    found = {p for p, _ in canon.canonized}
+    assert keep in {n.op_type for n in canon.nodes}
+    expected = {"piece read elsewhere": {"squeeze-excitation gate"}, "scale along the batch axis": {"LayerNormalization"}}
+    assert found == expected.get(case, set())
+    for n in canon.nodes:
+        if n.op_type == "LayerNormalization":
+            np.testing.assert_allclose(canon.constants[n.inputs[1]], 1, rtol=1e-6)
+
+
+def test_constants_after_a_conv_fold_into_it_and_elsewhere_make_one_affine():
+    """(c - conv(x)) / s + b folds into the Conv; relu(.) - m, * s, + b (a BatchNorm written out)
+    becomes one Affine; a scale along H (not per channel) stays a Mul."""
+    rng = np.random.default_rng(5)
+    consts = {"w": rng.standard_normal((4, 3, 3, 3)), "wb": rng.standard_normal(4),
+              "c": rng.standard_normal((4, 1, 1)), "s": rng.uniform(0.5, 2, (1, 4, 1, 1)), "b": rng.standard_normal((4, 1, 1)),
+              "m": rng.standard_normal((4, 1, 1)), "t": rng.uniform(0.5, 2, (4, 1, 1)), "h": rng.uniform(0.5, 2, (1, 6, 1))}
+    nodes = [("Conv", ["x", "w", "wb"], ["z"]), ("Sub", ["c", "z"], ["z1"]), ("Div", ["z1", "s"], ["z2"]),
+             ("Add", ["z2", "b"], ["z3"]), ("Relu", ["z3"], ["r"]), ("Sub", ["r", "m"], ["a1"]),
+             ("Mul", ["a1", "t"], ["a2"]), ("Add", ["a2", "b"], ["a3"]), ("Mul", ["a3", "h"], ["y"])]
+    canon = _same_function(_graph(nodes, consts, ["N", 3, 8, 8], ["N", 4, 6, 6]), (2, 3, 8, 8))
+    assert [n.op_type for n in canon.nodes] == ["Conv", "Relu", "Affine", "Mul"]
+    assert {p for p, _ in canon.canonized} == {"Sub by a constant -> Conv", "Div by a constant -> Conv",
+                                               "Add by a constant -> Conv", "Mul/Add by per-channel constants -> Affine"}

@@ -93,7 +93,8 @@ def fold_constants_into_layers(edit: Edit) -> None:
 
 def affine_chains(edit: Edit) -> None:
     """A chain of Add/Sub/Mul/Div by per-channel constants (axis 1) with a Mul or Div in it
-    becomes one Affine layer y = s x + b."""
+    becomes one Affine layer y = s x + b, where a constant has one value per channel or the
+    chain has two nodes or more."""
     for first in list(edit.nodes):
         if first not in edit.nodes or first.op_type not in AFFINE_OPS:
             continue
@@ -111,8 +112,9 @@ def affine_chains(edit: Edit) -> None:
             s, b = s * step[0], b * step[0] + step[1]
             nxt = edit.consumers(node.outputs[0])
             node = nxt[0] if len(nxt) == 1 else None
-        if not any(n.op_type in ("Mul", "Div") for n in chain) or (shape[1] == 1 and len(chain) == 1):
-            continue
+        per_channel = any(np.asarray(edit.consts[split_const(n, edit.consts)[1]]).size > 1 for n in chain)
+        if not any(n.op_type in ("Mul", "Div") for n in chain) or not (per_channel or len(chain) > 1):
+            continue  # a lone scaling by one number (attention's 1 / sqrt(d)) stays as written
         name = chain[0].name
         inputs = [data, edit.constant(f"{name}::scale", s), edit.constant(f"{name}::bias", b)]
         edit.replace(chain, edit.make("Affine", {}, f"{name}::Affine", inputs, chain[-1].outputs[:1]))
