@@ -128,7 +128,7 @@ def test_layernorm_parameters_read_from_constants():
     from onnx import numpy_helper
 
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    assert ln.op.axis == -2 and ln.op.eps == pytest.approx(1e-3)
+    assert ln.op.attrs["axis"] == -2 and ln.op.attrs["epsilon"] == pytest.approx(1e-3)
     np.testing.assert_allclose(canon.constants[ln.inputs[1]], inits["1.weight"], rtol=1e-6)
     np.testing.assert_allclose(canon.constants[ln.inputs[2]], inits["1.bias"], rtol=1e-6, atol=1e-7)
 
