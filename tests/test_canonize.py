@@ -231,3 +231,29 @@ def test_constants_after_a_conv_fold_into_it_and_elsewhere_make_one_affine():
     assert [n.op_type for n in canon.nodes] == ["Conv", "Relu", "Affine", "Mul"]
     assert {p for p, _ in canon.canonized} == {"Sub by a constant -> Conv", "Div by a constant -> Conv",
                                                "Add by a constant -> Conv", "Mul/Add by per-channel constants -> Affine"}
+
+
+@pytest.mark.parametrize("name", ["torch_rmsnorm_op17", "torch_rmsnorm_div_op13"])
+def test_rmsnorm_pieces_identified(name):
+    """Without an RMSNormalization kernel too: the region found computes x / sqrt(mean x^2 + eps) * w
+    with the module's weight and epsilon (checked against onnxruntime's values at its ends)."""
+    from onnx import numpy_helper
+
+    from onnxattr.canonize.edit import Edit
+    from onnxattr.canonize.regions import find
+    from zoo import ort_run
+
+    proto = read_model(CANON / f"{name}.onnx")
+    raw = build(proto)
+    edit = Edit(list(raw.nodes), dict(raw.constants), raw)
+    core = next(n for n in raw.nodes if n.op_type == "ReduceMean")
+    sub, x, y, (op_type, attrs, params, _) = find(edit, core)
+    assert op_type == "RMSNormalization" and attrs["axis"] == -1
+    assert attrs["epsilon"] == pytest.approx(1e-6, rel=1e-6)  # the modules' eps
+    weight = next(numpy_helper.to_array(t) for t in proto.graph.initializer if t.name == "1.weight")
+    np.testing.assert_allclose(params[0], weight, rtol=1e-6)
+    xs, ys = ort_run(proto, _sample(raw, 2), [x, y])
+    want = xs / np.sqrt((xs * xs).mean(-1, keepdims=True) + attrs["epsilon"]) * params[0]
+    np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-6)
+    llama = name == "torch_rmsnorm_op17"  # with transformers' float32 casts
+    assert {n.op_type for n in sub} >= ({"Cast", "Pow"} if llama else {"Mul"}) | {"ReduceMean", "Sqrt", "Div"}

@@ -11,7 +11,8 @@ torch (the TorchScript exporter, ``dynamo=False``, batch axis dynamic):
   torch_hardswish_op13   Conv, nn.Hardswish, nn.Hardsigmoid, Conv   (HardSigmoid, Mul; HardSigmoid)
   torch_layernorm_op11   Linear, nn.LayerNorm, Linear                (ReduceMean, Sub, Pow, ...)
   torch_layernorm2_op16  Linear, nn.LayerNorm over the last two axes
-  torch_rmsnorm_op17     Linear, Llama's RMSNorm (x * rsqrt(mean x^2 + eps) * w), Linear
+  torch_rmsnorm_op17     Linear, transformers' LlamaRMSNorm (Cast, Pow, ReduceMean, Add, Sqrt,
+                         Div(1, .), Mul, Cast, Mul), Linear
   torch_rmsnorm_div_op13 Linear, RMSNorm written x / sqrt(mean x^2 + eps) * w, Linear
                          (torch.nn.RMSNorm does not export below opset 23)
   torch_se_op13          Conv, ReLU, squeeze-excitation (GAP, Conv, ReLU, Conv, Sigmoid, Mul), Conv
@@ -49,9 +50,11 @@ def torch_models() -> None:
             self.weight = nn.Parameter(torch.rand(n) + 0.5)
             self.eps = eps
 
-        def forward(self, x):
+        def forward(self, x):  # as transformers' LlamaRMSNorm (the casts are exported)
+            dtype = x.dtype
+            x = x.to(torch.float32)
             var = x.pow(2).mean(-1, keepdim=True)
-            return self.weight * (x * torch.rsqrt(var + self.eps))
+            return self.weight * (x * torch.rsqrt(var + self.eps)).to(dtype)
 
     class DivRMSNorm(LlamaRMSNorm):
         def forward(self, x):

@@ -1,7 +1,8 @@
 """Activations and normalisations that exporters write as several elementwise nodes, found as
 regions of the graph and identified by what they compute.
 
-A region is a set of elementwise nodes (and ReduceMeans that keep their axes) that reads one
+A region is a set of elementwise nodes (and ReduceMeans that keep their axes, and Casts to
+float32) that reads one
 tensor x and constants, and whose only tensor read outside it is y. It is rewritten into one
 node of a standard op (``identify``) when y = f(x) for that op exactly: the region is evaluated
 in float64 on probe inputs, the op's parameters are read from it (alpha of Swish; the scale,
@@ -29,6 +30,7 @@ CORES = {"Erf", "Tanh", "Sigmoid", "HardSigmoid", "Clip", "Relu", "Max", "Min", 
 REACH = 8  # how many nodes back from a core the region's input may lie
 SPAN = 300  # how many nodes after its input a region may reach (in topological order)
 TOL = 1e-5
+FLOAT = 1  # onnx.TensorProto.FLOAT
 
 #: what a fit returns: (op type, attributes, extra constant inputs, pattern name)
 Fit = tuple[str, dict[str, Any], list[np.ndarray], str]
@@ -38,16 +40,20 @@ def fuse_regions(edit: Edit) -> None:
     """Replace every region that computes a standard activation or norm by that op's node."""
     for core_name in [n.name for n in edit.nodes if n.op_type in CORES]:
         core = next((n for n in edit.nodes if n.name == core_name), None)
-        if core is None:
-            continue
-        best: tuple[list[Node], str, str, Fit] | None = None
-        for x in _sources(edit, core):
-            for sub, y, fit in _matches(edit, core, x):
-                if best is None or len(sub) > len(best[0]):
-                    best = (sub, x, y, fit)
-                break
-        if best is not None:
-            _apply(edit, *best)
+        match = find(edit, core) if core is not None else None
+        if match is not None:
+            _apply(edit, *match)
+
+
+def find(edit: Edit, core: Node) -> tuple[list[Node], str, str, Fit] | None:
+    """(nodes, x, y, fit) of the largest region through ``core`` that computes a standard op."""
+    best = None
+    for x in _sources(edit, core):
+        for sub, y, fit in _matches(edit, core, x):
+            if best is None or len(sub) > len(best[0]):
+                best = (sub, x, y, fit)
+            break
+    return best
 
 
 def _apply(edit: Edit, sub: list[Node], x: str, y: str, fit: Fit) -> None:
@@ -73,6 +79,8 @@ def _admissible(edit: Edit, node: Node) -> bool:
         return int(node.op.attrs.get("keepdims", 1)) == 1 and all(t in edit.consts for t in node.inputs[1:] if t)
     if node.op_type == "Clip":
         return all(t in edit.consts for t in node.inputs[1:] if t)
+    if node.op_type == "Cast":  # to float32: LlamaRMSNorm's upcast, a no-op on float32 data
+        return int(node.op.attrs.get("to", 0)) == FLOAT
     return node.op_type in ELEMENTWISE and len(node.outputs) == 1
 
 
