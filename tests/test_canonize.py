@@ -69,12 +69,13 @@ EXPORTED = {
     "torch_layernorm_op11": ({"LayerNormalization"}, {"ReduceMean", "Pow", "Sqrt", "Div"}, {"LayerNormalization"}),
     "torch_layernorm2_op16": ({"LayerNormalization"}, {"ReduceMean", "Pow", "Sqrt", "Div"}, {"LayerNormalization"}),
     "torch_se_op13": ({"squeeze-excitation gate"}, {"Mul"}, {"Gate", "Sigmoid"}),
+    "torch_se_hard_op13": ({"HardSwish", "squeeze-excitation gate"}, {"Mul"}, {"HardSwish", "Gate", "HardSigmoid"}),
     "torch_bn_after_relu_op13": ({"BatchNormalization -> Affine", "Mul by a constant -> Gemm", "Add by a constant -> Gemm"},
                                  {"BatchNormalization", "Mul", "Add"}, {"Affine"}),
-    "keras_blocks_op18": ({"Swish", "LayerNormalization", "Gelu(tanh)", "HardSwish", "Mul by a constant -> Dense",
+    "keras_blocks_op18": ({"Swish", "LayerNormalization", "Gelu(tanh)", "HardSwish", "HardSigmoid", "Mul by a constant -> Dense",
                            "Mul/Add by per-channel constants -> Affine"},
                           {"Sigmoid", "ReduceMean", "Tanh", "Clip", "Mul", "Add", "Sqrt", "Reciprocal"},
-                          {"Swish", "LayerNormalization", "Gelu", "HardSwish", "Affine"}),
+                          {"Swish", "LayerNormalization", "Gelu", "HardSwish", "HardSigmoid", "Affine"}),
 }
 EXPORTED_RMS = {
     "torch_rmsnorm_op17": ({"RMSNormalization"}, {"ReduceMean", "Pow", "Sqrt", "Div"}, {"RMSNormalization"}),

@@ -16,12 +16,13 @@ torch (the TorchScript exporter, ``dynamo=False``, batch axis dynamic):
   torch_rmsnorm_div_op13 Linear, RMSNorm written x / sqrt(mean x^2 + eps) * w, Linear
                          (torch.nn.RMSNorm does not export below opset 23)
   torch_se_op13          Conv, ReLU, squeeze-excitation (GAP, Conv, ReLU, Conv, Sigmoid, Mul), Conv
+  torch_se_hard_op13     MobileNetV3's block: Conv, Hardswish, squeeze-excitation with a Hardsigmoid gate
   torch_bn_after_relu_op13  Conv, ReLU, BatchNorm2d (a BatchNormalization node), Conv;
                          a Linear whose output is scaled and shifted by constants (Mul, Add)
 keras (tf2onnx 1.17 ``from_function``, opset 18):
   keras_blocks_op18      Conv2D, BatchNormalization, swish, Dense, LayerNormalization, gelu (tanh
                          form), Dense, BatchNormalization on a Dense output, hard_silu, Dense,
-                         relu, BatchNormalization (between two ReLUs, so TF cannot fold it: Mul,
+                         hard_sigmoid, Dense, relu, BatchNormalization (between two ReLUs, so TF cannot fold it: Mul,
                          Add), relu, Dense. (A BatchNormalization right after hard_silu gets its
                          scale folded by TF into hard_silu's 1/6, which is then no HardSwish.)
                          (Keras's exact gelu becomes TF's Erfc, which tf2onnx 1.17 cannot convert.)
@@ -61,13 +62,14 @@ def torch_models() -> None:
             return x / torch.sqrt((x * x).mean(-1, keepdim=True) + self.eps) * self.weight
 
     class SE(nn.Module):
-        def __init__(self, c: int, r: int = 2) -> None:
+        def __init__(self, c: int, r: int = 2, gate: nn.Module | None = None) -> None:
             super().__init__()
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.fc1, self.fc2 = nn.Conv2d(c, c // r, 1), nn.Conv2d(c // r, c, 1)
+            self.gate = gate or nn.Sigmoid()
 
         def forward(self, x):
-            return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(self.pool(x)))))
+            return x * self.gate(self.fc2(torch.relu(self.fc1(self.pool(x)))))
 
     class ScaledHead(nn.Module):
         def __init__(self) -> None:
@@ -106,6 +108,8 @@ def torch_models() -> None:
         "torch_rmsnorm_div_op13": (seq(nn.Linear(6, 8), DivRMSNorm(8), nn.Linear(8, 3)), (2, 5, 6), 13),
         "torch_se_op13": (seq(nn.Conv2d(3, 4, 3), nn.ReLU(), SE(4), nn.Conv2d(4, 2, 3)), (2, 3, 8, 8), 13),
         "torch_bn_after_relu_op13": (ScaledHead(), (2, 3, 8, 8), 13),
+        "torch_se_hard_op13": (seq(nn.Conv2d(3, 4, 3), nn.Hardswish(), SE(4, gate=nn.Hardsigmoid()), nn.Conv2d(4, 2, 3)),
+                               (2, 3, 8, 8), 13),
     }
     for name, (module, shape, opset) in specs.items():
         module = randomize_norms(module)
@@ -135,6 +139,8 @@ def keras_models() -> None:
     h = layers.Dense(8)(h)
     h = layers.BatchNormalization()(h)
     h = layers.Activation("hard_silu")(h)
+    h = layers.Dense(8)(h)
+    h = layers.Activation("hard_sigmoid")(h)
     h = layers.Dense(8, activation="relu")(h)
     h = layers.BatchNormalization()(h)
     h = layers.Activation("relu")(h)
