@@ -16,6 +16,7 @@ The Gate's vjp is the exact one, so gradient methods are unchanged.
 """
 from __future__ import annotations
 
+from ..graph import Node
 from .edit import Edit
 
 GATES = ("Sigmoid", "HardSigmoid")
@@ -23,6 +24,7 @@ REACH = 64  # how many producers back the gate's computation is searched for x
 
 
 def gate_products(edit: Edit) -> None:
+    """Make each Mul of a tensor and a sigmoid gate computed from it a Gate node."""
     for mul in [n for n in edit.nodes if n.op_type == "Mul"]:
         found = _gate_operands(edit, mul)
         if found is None:
@@ -33,7 +35,9 @@ def gate_products(edit: Edit) -> None:
         edit.found.append(("squeeze-excitation gate", [mul.name]))
 
 
-def _gate_operands(edit: Edit, mul) -> tuple[str, str] | None:
+def _gate_operands(edit: Edit, mul: Node) -> tuple[str, str] | None:
+    """(data, gate) where one operand of ``mul`` is a sigmoid gate computed from the other and
+    broadcast to its shape; None otherwise."""
     a, b = mul.inputs[:2]
     if a in edit.consts or b in edit.consts or a == b:
         return None
@@ -52,6 +56,7 @@ def _gate_operands(edit: Edit, mul) -> tuple[str, str] | None:
 
 
 def _depends_on(edit: Edit, tensor: str, source: str) -> bool:
+    """Whether ``tensor`` is computed from ``source`` (searched REACH tensors back)."""
     seen, stack = set(), [tensor]
     while stack and len(seen) < REACH:
         t = stack.pop()

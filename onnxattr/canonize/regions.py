@@ -16,7 +16,7 @@ broadcast.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -101,8 +101,8 @@ def _sources(edit: Edit, core: Node) -> list[str]:
     return out
 
 
-def _matches(edit: Edit, core: Node, x: str):
-    """(nodes, y, fit) for the regions from ``x`` through ``core``, the largest first."""
+def _matches(edit: Edit, core: Node, x: str) -> Iterator[tuple[list[Node], str, Fit]]:
+    """(nodes, y, fit) for the regions from ``x`` through ``core``, the last-computed y first."""
     p = edit.producer(x)
     start = edit.nodes.index(p) + 1 if p is not None else 0
     produced, region = {x}, []
@@ -111,11 +111,11 @@ def _matches(edit: Edit, core: Node, x: str):
         if _admissible(edit, n) and all(t in produced or t in edit.consts for t in data) and any(t in produced for t in data):
             region.append(n)
             produced.add(n.outputs[0])
-    if core not in region:
+    if not any(n is core for n in region):
         return
     for last in reversed(region):
         sub = _ancestors(region, last, x)
-        if core not in sub or len(sub) < 2 or not _closed(edit, sub, last.outputs[0]):
+        if not any(n is core for n in sub) or len(sub) < 2 or not _closed(edit, sub, last.outputs[0]):
             continue
         fit = identify(edit, sub, x, last.outputs[0])
         if fit is not None:
