@@ -258,3 +258,21 @@ def test_rmsnorm_pieces_identified(name):
     np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-6)
     llama = name == "torch_rmsnorm_op17"  # with transformers' float32 casts
     assert {n.op_type for n in sub} >= ({"Cast", "Pow"} if llama else {"Mul"}) | {"ReduceMean", "Sqrt", "Div"}
+
+
+@pytest.mark.parametrize("name", ["torch_silu_op13", "torch_gelu_erf_op13", "torch_gelu_tanh_op17", "torch_hardswish_op13",
+                                  "torch_se_op13"])
+def test_canonical_activation_passes_relevance_where_its_pieces_did_not(name):
+    """Under LRP the one activation node passes relevance unchanged; the pieces as exported,
+    each with its own rule or gradient, create or destroy relevance."""
+    proto = read_model(CANON / f"{name}.onnx")
+    raw = build(proto)
+    x = _sample(raw, 5)
+    created = []
+    for graph in (canonize(raw), raw):
+        tr = onnxattr.trace(onnxattr.Model(graph, proto), x, target=0, method="lrp.epsilon")
+        logit = tr.layers[0].relevance_out
+        between = [t for t in tr.layers if t.op_type not in ("Gemm", "Conv")]
+        created.append(sum(t.relevance_in - t.relevance_out for t in between) / np.abs(logit))
+    np.testing.assert_allclose(created[0], 0, atol=1e-6)
+    assert np.abs(created[1]).max() > 1e-2
