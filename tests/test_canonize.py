@@ -59,6 +59,7 @@ def test_lone_batchnorm_becomes_affine():
 CANON = pathlib.Path(__file__).parent / "data" / "canon"
 HAS_RMS = "RMSNormalization" in REGISTRY
 needs_rms = pytest.mark.skipif(not HAS_RMS, reason="RMSNormalization has no kernel in this build (ops branch)")
+needs_castlike = pytest.mark.skipif("CastLike" not in REGISTRY, reason="CastLike (flax's RMSNorm epsilon) has no kernel")
 
 # file -> (patterns canonize must report, op types that must be gone, op types that must be there)
 EXPORTED = {
@@ -72,6 +73,8 @@ EXPORTED = {
     "torch_se_hard_op13": ({"HardSwish", "squeeze-excitation gate"}, {"Mul"}, {"HardSwish", "Gate", "HardSigmoid"}),
     "torch_bn_after_relu_op13": ({"BatchNormalization -> Affine", "Mul by a constant -> Gemm", "Add by a constant -> Gemm"},
                                  {"BatchNormalization", "Mul", "Add"}, {"Affine"}),
+    "jax_blocks_op23": ({"LayerNormalization", "Swish", "HardSwish"}, {"ReduceMean", "Sigmoid", "Max", "Min", "Sqrt"},
+                        {"LayerNormalization", "Swish", "HardSwish", "Gelu"}),
     "keras_blocks_op18": ({"Swish", "LayerNormalization", "Gelu(tanh)", "HardSwish", "HardSigmoid", "Mul by a constant -> Dense",
                            "Mul/Add by per-channel constants -> Affine"},
                           {"Sigmoid", "ReduceMean", "Tanh", "Clip", "Mul", "Add", "Sqrt", "Reciprocal"},
@@ -80,9 +83,11 @@ EXPORTED = {
 EXPORTED_RMS = {
     "torch_rmsnorm_op17": ({"RMSNormalization"}, {"ReduceMean", "Pow", "Sqrt", "Div"}, {"RMSNormalization"}),
     "torch_rmsnorm_div_op13": ({"RMSNormalization"}, {"ReduceMean", "Sqrt", "Div"}, {"RMSNormalization"}),
+    "jax_rmsnorm_op23": ({"RMSNormalization"}, {"ReduceMean", "Sqrt", "Div"}, {"RMSNormalization"}),
 }
 CASES = [pytest.param(k, *v, id=k) for k, v in EXPORTED.items()] + [
-    pytest.param(k, *v, id=k, marks=needs_rms) for k, v in EXPORTED_RMS.items()]
+    pytest.param(k, *v, id=k, marks=[needs_rms] + ([needs_castlike] if k.startswith("jax") else []))
+    for k, v in EXPORTED_RMS.items()]
 
 
 def _sample(graph, seed: int, batch: int = 3) -> np.ndarray:

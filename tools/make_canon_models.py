@@ -3,6 +3,7 @@ tests/test_canonize.py (files in tests/data/canon/). Random weights; nothing is 
 
     /work/venvs/torch/bin/python tools/make_canon_models.py torch
     /work/venvs/tf/bin/python tools/make_canon_models.py keras
+    /work/venvs/jax/bin/python tools/make_canon_models.py jax
 
 torch (the TorchScript exporter, ``dynamo=False``, batch axis dynamic):
   torch_silu_op13        Linear, nn.SiLU, Linear                     (Sigmoid, Mul)
@@ -26,6 +27,11 @@ keras (tf2onnx 1.17 ``from_function``, opset 18):
                          Add), relu, Dense. (A BatchNormalization right after hard_silu gets its
                          scale folded by TF into hard_silu's 1/6, which is then no HardSwish.)
                          (Keras's exact gelu becomes TF's Erfc, which tf2onnx 1.17 cannot convert.)
+jax (jax2onnx 0.17.1 ``to_onnx``, opset 23; flax nnx):
+  jax_blocks_op23        Linear, nnx.LayerNorm (var = E[x^2] - E[x]^2, Max 0), gelu (exported as the
+                         Gelu op), Linear, silu (Sigmoid, Mul), Linear, hard_swish (Add, Max, Min,
+                         Div, Mul), Linear
+  jax_rmsnorm_op23       Linear, nnx.RMSNorm (its epsilon through CastLike), Linear
 
 Each file is small (a few KB) and has its input ``x`` and output ``y``; the tests compare our
 forward with onnxruntime on the file itself, so no references are stored.
@@ -162,6 +168,39 @@ def keras_models() -> None:
     report(path)
 
 
+def jax_models() -> None:
+    from flax import nnx
+    from jax2onnx import to_onnx
+
+    class Blocks(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.l1, self.ln = nnx.Linear(6, 8, rngs=rngs), nnx.LayerNorm(8, rngs=rngs)
+            self.l2, self.l3 = nnx.Linear(8, 8, rngs=rngs), nnx.Linear(8, 8, rngs=rngs)
+            self.l4 = nnx.Linear(8, 3, rngs=rngs)
+
+        def __call__(self, x):
+            h = nnx.gelu(self.ln(self.l1(x)), approximate=False)
+            h = nnx.silu(self.l2(h))
+            return self.l4(nnx.hard_swish(self.l3(h)))
+
+    class RMS(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.l1, self.rms, self.l2 = nnx.Linear(6, 8, rngs=rngs), nnx.RMSNorm(8, rngs=rngs), nnx.Linear(8, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l2(self.rms(self.l1(x)))
+
+    for name, cls in (("jax_blocks_op23", Blocks), ("jax_rmsnorm_op23", RMS)):
+        model = cls(nnx.Rngs(0))
+        for _, param in nnx.iter_graph(model):  # norm scales and biases random, not 1 and 0
+            if isinstance(param, nnx.Param) and param.value.ndim == 1:
+                param.value = param.value + 0.5 * nnx.Rngs(1).params.normal(param.value.shape)
+        path = os.path.join(OUT, name + ".onnx")
+        to_onnx(model, [("B", 5, 6)], model_name=name, opset=23, input_names=["x"], output_names=["y"],
+                return_mode="file", output_path=path)
+        report(path)
+
+
 def report(path: str) -> None:
     import onnx
 
@@ -177,3 +216,5 @@ if __name__ == "__main__":
         torch_models()
     if "keras" in which:
         keras_models()
+    if "jax" in which:
+        jax_models()
