@@ -180,9 +180,10 @@ def _same_function(proto, shape):
     return canon
 
 
-def test_quick_gelu_is_swish_with_its_alpha_not_gelu():
+@pytest.mark.parametrize("k", [1.702, [[1.702]]], ids=["scalar", "shape (1, 1)"])
+def test_quick_gelu_is_swish_with_its_alpha_not_gelu(k):
     proto = _graph([("Mul", ["x", "k"], ["kx"]), ("Sigmoid", ["kx"], ["s"]), ("Mul", ["s", "x"], ["y"])],
-                   {"k": 1.702}, ["N", 6], ["N", 6])
+                   {"k": k}, ["N", 6], ["N", 6])
     canon = _same_function(proto, (4, 6))
     (node,) = canon.nodes
     assert node.op_type == "Swish" and node.op.alpha == pytest.approx(1.702, rel=1e-6)

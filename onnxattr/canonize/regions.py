@@ -179,9 +179,10 @@ def identify(edit: Edit, sub: list[Node], x: str, y: str) -> Fit | None:
         return _check(f, _gelu_tanh, ("Gelu", {"approximate": "tanh"}, [], "Gelu(tanh)"))
     if cores == {"Sigmoid"}:
         one = f(np.array([1.0]))
-        if one is None or not 0 < one[0] < 1:
+        one = None if one is None else float(one.reshape(-1)[0])
+        if one is None or not 0 < one < 1:
             return None
-        alpha = math.log(one[0] / (1 - one[0]))
+        alpha = math.log(one / (1 - one))
         alpha = 1.0 if abs(alpha - 1) < TOL else alpha
         return _check(f, lambda v: v / (1 + np.exp(-alpha * v)), ("Swish", {"alpha": alpha}, [], "Swish"))
     if cores <= {"HardSigmoid", "Clip", "Relu", "Max", "Min"}:
@@ -189,9 +190,10 @@ def identify(edit: Edit, sub: list[Node], x: str, y: str) -> Fit | None:
         if found is not None:
             return found
         at = f(np.array([0.0, 1e-3]))
-        if at is None:
+        if at is None or at.size != 2:
             return None
-        beta, alpha = at[0], (at[1] - at[0]) / 1e-3
+        at = at.reshape(-1)
+        beta, alpha = float(at[0]), float(at[1] - at[0]) / 1e-3
         return _check(f, lambda v: np.clip(alpha * v + beta, 0, 1),
                       ("HardSigmoid", {"alpha": float(alpha), "beta": float(beta)}, [], "HardSigmoid"))
     return None
