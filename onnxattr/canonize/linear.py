@@ -104,7 +104,7 @@ def affine_chains(edit: Edit) -> None:
             continue
         chain, s, b = [], np.ones(shape[1]), np.zeros(shape[1])
         node: Node | None = first
-        while node is not None and node.op_type in AFFINE_OPS and (not chain or edit.only_reader(chain[-1].outputs[0], node)):
+        while node is not None and (not chain or edit.only_reader(chain[-1].outputs[0], node)):
             step = _affine_step(edit, node, shape[1], 1)
             if step is None or edit.shape(node.outputs[0]) != shape:
                 break
@@ -121,7 +121,8 @@ def affine_chains(edit: Edit) -> None:
         edit.found.append(("Mul/Add by per-channel constants -> Affine", [n.name for n in chain]))
 
 
-def _affine_step(edit: Edit, node: Node, channels: int | None, axis: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+def _affine_step(edit: Edit, node: Node, channels: int | None,
+                 axis: int | None) -> tuple[np.ndarray, np.ndarray] | None:
     """(s, b) with node(x) = s x + b per channel, for an Add/Sub/Mul/Div of x by a constant that
     has one value per channel along ``axis`` (-1: the last) or one value; None otherwise."""
     if node.op_type not in AFFINE_OPS or channels is None or axis is None:

@@ -108,7 +108,8 @@ def _matches(edit: Edit, core: Node, x: str) -> Iterator[tuple[list[Node], str, 
     produced, region = {x}, []
     for n in edit.nodes[start:start + SPAN]:
         data = _data_inputs(n)
-        if _admissible(edit, n) and all(t in produced or t in edit.consts for t in data) and any(t in produced for t in data):
+        reads = all(t in produced or t in edit.consts for t in data) and any(t in produced for t in data)
+        if reads and _admissible(edit, n):
             region.append(n)
             produced.add(n.outputs[0])
     if not any(n is core for n in region):
