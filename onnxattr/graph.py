@@ -79,6 +79,8 @@ class LayerGraph:
     head: LayerGraph | None = None
     #: the integer graph input read by the word-embedding lookup upstream of ``input``, if any
     token_input: str | None = None
+    #: what canonization recognised: (pattern, names of the nodes it replaced), in order
+    canonized: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.inputs = self.inputs or [self.input]

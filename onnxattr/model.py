@@ -9,7 +9,6 @@ batch that runs out of memory is cut in halves and retried, down to one sample
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
@@ -364,8 +363,7 @@ def load(
         raise OptionError(f"max_fold_bytes must be a positive int (bytes), got {max_fold_bytes!r}")
     proto = read_model(model, base_dir=base_dir)
     graph = build(proto, input_name=input_name, output_name=output_name, wrt=wrt, max_fold_bytes=max_fold_bytes)
-    canonical = canonize(graph)  # keeps the nodes and constants; inputs, head, token_input are the build's
-    graph = dataclasses.replace(graph, nodes=canonical.nodes, constants=canonical.constants)
+    graph = canonize(graph)
     return Model(graph, proto, device)
 
 

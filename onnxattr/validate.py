@@ -15,7 +15,6 @@ at load with UnsupportedOpError, never failing later. Kept here:
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx
 from onnx import helper
 
