@@ -13,7 +13,6 @@ import logging
 import os
 import pickle
 import time
-import uuid
 from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
@@ -27,6 +26,9 @@ from .worker import FAULT_ENV, ONE_THREAD, AttemptLog, BatchWorker, RunBatch
 
 #: samples per batch: a batch is also the unit a dead worker's replacement runs again
 BATCH_SIZE = 16
+#: how often a batch runs again after its worker died, before the run fails (a sample that
+#: crashes every worker it meets must not keep the cluster busy forever)
+MAX_RETRIES = 3
 
 
 def run(
@@ -190,27 +192,34 @@ def _compute(ray: Any, model_path: str, run_batch: RunBatch, reader: SampleReade
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
-    log_name = f"onnxattr-attempts-{uuid.uuid4().hex}"
-    log = ray.remote(num_cpus=0)(AttemptLog).options(name=log_name).remote(fault)
+    log = ray.remote(num_cpus=0)(AttemptLog).remote(fault)
     # one block per batch, each handed whole to a worker: a block is what runs again when its
     # worker dies
     blocks = -(-len(missing) // batch_size)
     ds = ray.data.from_items([{"index": int(i)} for i in missing], override_num_blocks=blocks).map_batches(
         BatchWorker,
         fn_constructor_kwargs=dict(model_path=model_path, run_batch=run_batch, reader=reader, sample_shape=shape,
-                                   log_name=log_name, load_options=pool["load_options"]),
+                                   log=log, load_options=pool["load_options"]),
         compute=ray.data.ActorPoolStrategy(size=pool["workers"], max_tasks_in_flight_per_actor=1),
         batch_size=None,
         batch_format="numpy",
+        max_task_retries=MAX_RETRIES,
         **pool["remote"],
     )
     n = shards.next_number(out)
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            rows = [_row(*row) for row in zip(batch["index"], batch["pid"], batch["attempt"], batch["record"])]
-            shards.write(out, f"part-{n:06d}", rows)
-            n += 1
-            bar.add(len(rows))
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                rows = [_row(*row) for row in zip(batch["index"], batch["pid"], batch["attempt"], batch["record"])]
+                shards.write(out, f"part-{n:06d}", rows)
+                n += 1
+                bar.add(len(rows))
+        except ray.exceptions.RayError as e:
+            crashing = ray.get(log.begun_more_than.remote(MAX_RETRIES))
+            if crashing:
+                raise RuntimeError(f"the batch of samples {crashing} made its worker die {MAX_RETRIES + 1} times; "
+                                   f"the cluster run gives up (the workers' logs say why)") from e
+            raise
         return int(ray.get(log.retried_batches.remote()))
     finally:
         ray.kill(log)

@@ -47,6 +47,8 @@ def start(out: str | os.PathLike, manifest: dict[str, Any], resume: bool) -> Non
             if old.get(key) != manifest.get(key):
                 raise OptionError(f"resume: the shards in {d} are of another run ({key} was {old.get(key)!r}, "
                                   f"now {manifest.get(key)!r}); run without resume to start again")
+        for half in d.glob(".*.tmp"):  # what a killed driver was writing
+            half.unlink()
         return
     if not resume and d.exists():
         shutil.rmtree(d)

@@ -56,19 +56,21 @@ class AttemptLog:
     def retried_batches(self) -> int:
         return self.retried
 
+    def begun_more_than(self, n: int) -> list[int]:
+        """The samples whose batch was begun more than ``n`` times."""
+        return sorted(i for i, k in self.begun.items() if k > n)
+
 
 class BatchWorker:
     """One worker of the pool: loads the model once, then computes batches of samples."""
 
     def __init__(self, model_path: str, run_batch: RunBatch, reader: SampleReader,
-                 sample_shape: tuple[int, ...], log_name: str, load_options: dict[str, Any] | None = None) -> None:
-        import ray
-
+                 sample_shape: tuple[int, ...], log: Any, load_options: dict[str, Any] | None = None) -> None:
         self.model = load(model_path, **(load_options or {}))
         self.run_batch = run_batch
         self.reader = reader
         self.sample_shape = tuple(sample_shape)
-        self.log = ray.get_actor(log_name)
+        self.log = log  # the run's AttemptLog actor
         self.pid = os.getpid()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
