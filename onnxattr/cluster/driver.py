@@ -9,6 +9,7 @@ resumed run reuses, computing only the samples that are missing.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -88,7 +89,9 @@ def run(
     parts = scan(data, column)
     n_total = parts[-1].start + parts[-1].count
     chosen = pick(n_total, sample, seed)
-    manifest = {"model": os.path.abspath(model_path), "data": [p.source for p in parts], "n_inputs": n_total,
+    sources = ([f"array sha256 {hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()}"]
+               if isinstance(data, np.ndarray) else [p.source for p in parts])
+    manifest = {"model": os.path.abspath(model_path), "data": sources, "n_inputs": n_total,
                 "sample": sample, "seed": seed, "chosen": len(chosen), "settings": settings or {}}
     shards.start(out, manifest, resume)
     old = shards.unique(shards.read(out)) if resume else {}
@@ -104,7 +107,7 @@ def run(
         reader = SampleReader(parts, images, column, ray.put(data) if isinstance(data, np.ndarray) else None)
         bar = SampleProgress(len(chosen), len(chosen) - len(missing), progress)
         try:
-            retried = _compute(ray, str(model_path), run_batch, reader, shape, missing, batch_size, pool, fault, out, bar)
+            retried = _compute(ray, os.path.abspath(model_path), run_batch, reader, shape, missing, batch_size, pool, fault, out, bar)
         finally:
             bar.close()
     finally:
