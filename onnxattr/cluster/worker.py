@@ -54,6 +54,7 @@ class AttemptLog:
         return attempt, self.batches == self.fault_batch
 
     def retried_batches(self) -> int:
+        """How many batches began again after a worker died holding them."""
         return self.retried
 
     def begun_more_than(self, n: int) -> list[int]:
