@@ -232,6 +232,18 @@ def framework_refs(model: nn.Module, wrapper: Logits, feeds: dict, text: bool):
     return logits, target, args[0].grad.numpy(), None
 
 
+def float64_gradient(model: nn.Module, feeds: dict, target: np.ndarray) -> np.ndarray:
+    """d logits[i, target[i]] / d pixel_values[i] of a float64 copy of the model: where it differs
+    from the float32 gradient, float32 rounding has flipped a ReLU6 gate."""
+    import copy
+
+    m64 = copy.deepcopy(model).double()
+    x = torch.from_numpy(feeds["pixel_values"].astype(np.float64)).requires_grad_(True)
+    out = m64(pixel_values=x, return_dict=True).logits
+    out[torch.arange(BATCH), torch.from_numpy(target)].sum().backward()
+    return x.grad.numpy()
+
+
 def tensor_values(path: str, feeds: dict, names: list[str]) -> list[np.ndarray]:
     m = onnx.load(path)
     for name in names:
@@ -335,6 +347,13 @@ def run_one(arch: str, cls, config, text: bool, exporter: str, attention: str) -
         if not wrt:
             entry.notes += f" word-embedding output not identified (Gather candidates: {cands})."
         extra["embeddings"] = emb
+    if not text and any(isinstance(m, nn.ReLU6) for m in model.modules()):
+        extra["gradient_float64"] = float64_gradient(model, feeds, target)
+        rel = np.linalg.norm((grad - extra["gradient_float64"]).reshape(BATCH, -1), axis=1) / np.linalg.norm(
+            extra["gradient_float64"].reshape(BATCH, -1), axis=1)
+        entry.notes += (f" float32 vs float64 torch gradient, per-sample relative L2: "
+                        f"{', '.join(f'{r:.1e}' for r in rel)}"
+                        f"{' (a ReLU6 gate flips under float32 rounding)' if rel.max() > 1e-3 else ''}.")
     check_and_save(entry, path, feeds, logits, target, grad, wrt, wrt_kind, extra)
     print(f"  {name}: {entry.status} opset {entry.opset} {entry.onnx_bytes / 1024:.0f} KiB "
           f"diff {entry.max_rel_diff_ort_framework:.1e} wrt {wrt!r} ({time.time() - t0:.0f} s) "
