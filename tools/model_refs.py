@@ -196,7 +196,8 @@ a time.
 Classes: 0 circle, 1 square, 2 triangle, 3 cross. Inputs are float32 in [0, 1], no normalisation.
 Accuracy is onnxruntime's on 2000 held-out images (`make_shapes(2000, seed=1)`).
 
-Two transformers: `torch_vit_op17`, a HuggingFace ViT trained on the same shapes, and
+Two transformers: `torch_vit_op17`, a small ViT (a two-convolution stem, then transformers'
+`ViTForImageClassification`) trained on the same shapes, and
 `torch_text_order_op17`, a text transformer that takes token ids (`input_ids`, `attention_mask`,
 int64) and was trained on a synthetic task whose deciding tokens are known: a sequence of
 6-15 filler words holds the marker tokens `A` and `B` once each; class 1 when `A` comes before
