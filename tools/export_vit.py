@@ -34,7 +34,7 @@ from model_refs import MODELS, check_and_save, splits  # noqa: E402
 transformers.utils.import_utils._torchvision_available = False
 torch.set_num_threads(1)
 NAME = "torch_vit_op17"
-EPOCHS, LR, BATCH = 40, 3e-3, 64
+EPOCHS, LR, BATCH = 70, 3e-3, 64
 
 
 class ViTLogits(nn.Module):

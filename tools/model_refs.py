@@ -207,6 +207,9 @@ attribute it at its word-embedding output (`wrt="embeddings"`, the tensor named 
 reference's `wrt`). The PyTorch scripts run in the torch venv with transformers
 (`tools/zoo/requirements.txt`).
 
+Untrained real architectures (transformers, keras.applications, flax; every exporter) with their
+references are in `tests/data/zoo/`, built by `tools/zoo/` (see `tools/zoo/README.md`).
+
 """
 
 README_TAIL = """
