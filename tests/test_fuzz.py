@@ -583,7 +583,7 @@ NEVER = ("nan", "inf", "-inf", "np-nan", "np-inf", "1e39", "-1e39", "complex", "
 #: options a method cannot run without (the rest keep their defaults)
 REQUIRED = {"lrp.epsilon_gamma_box": {"low": -3.0, "high": 3.0}}
 #: options that would make a case slow, set small (the option under test still takes every value)
-SMALL = {"window": 8, "steps": 4, "samples": 2}
+SMALL = {"window": 2, "steps": 4, "samples": 2}
 
 
 def _required(method: str) -> dict:
@@ -599,13 +599,24 @@ def _option_cases() -> list:
 
 
 @pytest.fixture(scope="module")
-def cnn():
+def subjects():
+    """name -> (model, what attribute is given, the map's shape): a CNN, and a token-id model
+    attributed at its embeddings (where baseline_token means something)."""
     import onnxattr
     sys.path.insert(0, str(ROOT / "tests"))
+    import textmodels
     from oracles import oracle
 
     path, ref = oracle("cnn_bn")
-    return onnxattr.load(path), ref["input"][:2]
+    x = ref["input"][:2]
+    text = onnxattr.load(textmodels.text_model(), wrt="embeddings")
+    return {"cnn": (onnxattr.load(path), x, x.shape),
+            "text": (text, textmodels.batch(2), (2, textmodels.T, textmodels.H))}
+
+
+@pytest.fixture(scope="module")
+def cnn(subjects):
+    return subjects["cnn"][:2]
 
 
 @pytest.mark.parametrize("method", sorted({p.values[0] for p in _option_cases()}))
@@ -625,16 +636,19 @@ OVERFLOW = ("an allowed value near float32's max overflows in the forward pass o
             "(attribution/options.py bounds, or the rules computing in a scaled form)")
 BOX_SHAPE = ("composites.py/rules: a low=/high= array that does not broadcast to the input raises a bare "
              "numpy ValueError in ZBox instead of an error naming the option")
+BASELINES = [("deeplift", "baseline"), ("integrated_gradients", "baseline"), ("occlusion", "baseline")]
 KNOWN = {
-    **{(m, o, "3e38"): OVERFLOW for m, o in [("deeplift", "baseline"), ("integrated_gradients", "baseline"),
-                                             ("occlusion", "baseline"), ("lrp.epsilon_gamma_box", "low"),
-                                             ("lrp.epsilon_gamma_box", "high"), ("lrp.epsilon_gamma_box", "gamma"),
-                                             ("lrp.gamma", "gamma")]},
-    **{("lrp.epsilon_gamma_box", o, k): BOX_SHAPE for o in ("low", "high") for k in ("arr-empty", "arr-5", "arr-x-reversed")},
+    **{("cnn", m, o, "3e38"): OVERFLOW for m, o in BASELINES + [
+        ("lrp.epsilon_gamma_box", "low"), ("lrp.epsilon_gamma_box", "high"), ("lrp.epsilon_gamma_box", "gamma"),
+        ("lrp.gamma", "gamma")]},
+    **{("text", m, o, k): OVERFLOW for m, o in BASELINES for k in ("1e30", "2**63", "2**64", "np-uint64-max", "3e38")},
+    ("text", "integrated_gradients", "baseline", "arr-int64-big"): OVERFLOW,
+    ("text", "lrp.gamma", "gamma", "3e38"): OVERFLOW,
+    **{("cnn", "lrp.epsilon_gamma_box", o, k): BOX_SHAPE for o in ("low", "high") for k in ("arr-empty", "arr-5", "arr-x-reversed")},
 }
 
 
-def option_outcome(model, x, method: str, option: str, key: str, value) -> str | None:
+def option_outcome(model, x, shape, method: str, option: str, key: str, value) -> str | None:
     """What is wrong with ``attribute(..., option=value)`` (None where nothing is)."""
     import onnxattr
     from onnxattr.attribution import METHODS
@@ -664,28 +678,27 @@ def option_outcome(model, x, method: str, option: str, key: str, value) -> str |
     else:
         if not allowed:
             return "refused by the check, yet it ran"
-        if a.shape != x.shape or not np.isfinite(a).all():
+        if a.shape != shape or not np.isfinite(a).all():
             return f"a map of shape {a.shape} with {int((~np.isfinite(a)).sum())} non-finite values"
     took = time.perf_counter() - start
     return f"took {took:.1f} s" if took > 5 else None
 
 
+@pytest.mark.parametrize("subject", ["cnn", "text"])
 @pytest.mark.parametrize("method,option", _option_cases())
-def test_option_values(cnn, method, option):
+def test_option_values(subjects, subject, method, option):
     """Every value of ``_values`` for one option of one method (generated from the registry, so
     options added later are covered): refused by its check with an OptionError naming the option
     and its allowed values, or run to a finite map, or refused by the method naming the option."""
-    model, x = cnn
-    failures = [f"{key}: {why}" for key, value in _values().items() if (method, option, key) not in KNOWN
-                for why in [option_outcome(model, x, method, option, key, value)] if why]
+    failures = [f"{key}: {why}" for key, value in _values().items() if (subject, method, option, key) not in KNOWN
+                for why in [option_outcome(*subjects[subject], method, option, key, value)] if why]
     assert not failures, f"{method} {option}:\n" + "\n".join(failures)
 
 
-@pytest.mark.parametrize("method,option,key", [
+@pytest.mark.parametrize("subject,method,option,key", [
     pytest.param(*k, marks=pytest.mark.xfail(strict=True, reason=why), id="-".join(k)) for k, why in KNOWN.items()])
-def test_option_value_known_wrong(cnn, method, option, key):
-    model, x = cnn
-    why = option_outcome(model, x, method, option, key, _values()[key])
+def test_option_value_known_wrong(subjects, subject, method, option, key):
+    why = option_outcome(*subjects[subject], method, option, key, _values()[key])
     assert why is None, why
 
 if __name__ == "__main__":
