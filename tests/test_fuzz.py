@@ -701,5 +701,38 @@ def test_option_value_known_wrong(subjects, subject, method, option, key):
     why = option_outcome(*subjects[subject], method, option, key, _values()[key])
     assert why is None, why
 
+
+def _upper_bounds() -> list:
+    """(method, option, its largest allowed value) for every bounded int option but batch_size
+    (whose largest value is a pass of that many inputs, which is what it asks for)."""
+    from onnxattr.attribution import METHODS
+
+    return [pytest.param(m, o, opt.check.high, id=f"{m}-{o}") for m, method in sorted(METHODS.items())
+            for o, opt in method.options.items()
+            if type(opt.check).__name__ == "Int" and opt.check.high is not None and o != "batch_size"]
+
+
+@pytest.mark.parametrize("method,option,value", _upper_bounds())
+def test_largest_allowed_values_run_in_bounded_memory(method, option, value):
+    """Each bounded option at its upper bound on a batch of two wide inputs (1024 features, so
+    that 10,000 path points held at once would take 82 MB): the peak host allocation stays under
+    24 MiB, and the map is finite."""
+    import tracemalloc
+
+    import onnxattr
+    sys.path.insert(0, str(ROOT / "tests"))
+    import toy
+
+    model = onnxattr.load(toy.linear(1024, 3))
+    x = np.random.default_rng(SEED).standard_normal((2, 1024)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        a = onnxattr.attribute(model, x, 1, method, **_required(method), **{option: value})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.isfinite(a).all()
+    assert peak < 24 << 20, f"{method} {option}={value}: peak {peak / 2**20:.0f} MiB"
+
 if __name__ == "__main__":
     serve(sys.argv[1])
