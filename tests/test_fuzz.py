@@ -734,5 +734,193 @@ def test_largest_allowed_values_run_in_bounded_memory(method, option, value):
     assert np.isfinite(a).all()
     assert peak < 24 << 20, f"{method} {option}={value}: peak {peak / 2**20:.0f} MiB"
 
+
+
+# ---- bad input arrays and targets --------------------------------------------------------------
+def _bad_arrays(x: np.ndarray) -> dict[str, object]:
+    """Malformed versions of the batch ``x``, by id: each must be refused with an InputError."""
+    nan, inf = x.copy(), x.copy()
+    nan.flat[7] = np.nan
+    inf.flat[3] = -np.inf
+    masked = np.ma.array(nan, mask=np.isnan(nan))
+    return {
+        "float64": x.astype(np.float64), "float16": x.astype(np.float16), "int32": x.astype(np.int32),
+        "bool": x > 0, "complex": x.astype(np.complex64), "object": x.astype(object), "strings": x.astype(str),
+        "big-endian-f8": x.astype(">f8"), "structured": np.zeros(len(x), [("a", np.float32)]),
+        "rank-0": np.float32(1.0), "rank-0-array": np.array(1.0, np.float32), "rank-1": x.reshape(-1),
+        "rank+1": x[None], "features-1": x[:, :1], "features+1": np.concatenate([x, x[:, :1]], axis=1),
+        "empty-batch": x[:0], "nan": nan, "inf": inf, "masked-nan": masked, "masked-clean": np.ma.array(x),
+        "list": x.tolist(), "tuple": tuple(x), "none": None, "string": "x", "scalar": 1.0,
+        "feeds-extra-key": {"__x__": x, "extra": x}, "feeds-missing": {}, "feeds-int-key": {0: x},
+        "feeds-none-value": {"__x__": None}, "feeds-nested": {"__x__": {"__x__": x}},
+    }
+
+
+#: each view of the batch must give the same map as its contiguous copy
+VIEWS = {
+    "reversed-batch": lambda x: np.concatenate([x, x])[::-1][: len(x)],
+    "negative-stride-features": lambda x: np.ascontiguousarray(x[..., ::-1])[..., ::-1],
+    "every-other": lambda x: np.repeat(x, 2, axis=0)[::2],
+    "fortran": np.asfortranarray,
+    "broadcast": lambda x: np.broadcast_to(x[:1], x.shape),
+    "read-only": lambda x: _read_only(x.copy()),
+    "unaligned": lambda x: _unaligned(x),
+}
+
+
+def _read_only(x: np.ndarray) -> np.ndarray:
+    x.flags.writeable = False
+    return x
+
+
+def _unaligned(x: np.ndarray) -> np.ndarray:
+    buf = np.zeros(x.nbytes + 1, np.uint8)[1:]
+    out = buf.view(np.float32).reshape(x.shape)
+    out[...] = x
+    return out
+
+
+def _feeds_key(model, bad):
+    return {(model.input_name if k == "__x__" else k): _feeds_key(model, v) if isinstance(v, dict) else v
+            for k, v in bad.items()} if isinstance(bad, dict) else bad
+
+
+@pytest.mark.parametrize("subject", ["cnn", "mlp"])
+def test_bad_input_arrays(subjects, mlp, subject, capsys):
+    """Every malformed batch, through ``model(x)`` and ``attribute`` of every method: an
+    InputError naming x or the input, never another exception, never a map."""
+    import onnxattr
+    from onnxattr.attribution import METHODS
+    from onnxattr.errors import InputError
+
+    model, x = (subjects["cnn"][:2]) if subject == "cnn" else mlp
+    failures = []
+    for key, bad in _bad_arrays(x).items():
+        bad = _feeds_key(model, bad)
+        calls = [("model(x)", lambda: model(bad))] + [
+            (m, lambda m=m: onnxattr.attribute(model, bad, 0, m, **_required(m), **{k: v for k, v in SMALL.items()
+                                                                               if k in METHODS[m].options}))
+            for m in sorted(METHODS)]
+        for what, call in calls:
+            try:
+                call()
+            except InputError as e:
+                if not (str(e).startswith("x") or repr(model.input_name) in str(e)):
+                    failures.append(f"{key} {what}: the message names nothing: {e}")
+            except Exception as e:  # noqa: BLE001 - the finding
+                failures.append(f"{key} {what}: {type(e).__name__}: {str(e)[:200]}")
+            else:
+                failures.append(f"{key} {what}: accepted")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    import onnxattr
+    sys.path.insert(0, str(ROOT / "tests"))
+    from oracles import oracle
+
+    path, ref = oracle("mlp")
+    return onnxattr.load(path), ref["input"][:3]
+
+
+@pytest.mark.parametrize("view", list(VIEWS))
+def test_views_give_the_contiguous_result(subjects, mlp, view):
+    """Non-contiguous, negative-stride, broadcast, read-only and unaligned views: every method
+    gives exactly the map of the contiguous copy."""
+    import onnxattr
+    from onnxattr.attribution import METHODS
+
+    failures = []
+    for model, x in (subjects["cnn"][:2], mlp):
+        v = VIEWS[view](x)
+        if not np.array_equal(model(v), model(np.ascontiguousarray(v))):
+            failures.append(f"{model.input_name}: model(x) differs")
+        for m in sorted(METHODS):
+            kw = dict(_required(m), **{k: val for k, val in SMALL.items() if k in METHODS[m].options})
+            got = onnxattr.attribute(model, v, 0, m, **kw)
+            want = onnxattr.attribute(model, np.ascontiguousarray(v), 0, m, **kw)
+            if not np.array_equal(got, want):
+                failures.append(f"{model.input_name} {m}: max difference {np.abs(got - want).max():.3g}")
+    assert not failures, "\n".join(failures)
+
+
+def test_huge_batch_runs_in_memory_proportional_to_it(mlp):
+    """A batch of 65,536 inputs: model(x) and the gradient take at most a few times the batch's
+    own size (no per-sample copies of the weights, no quadratic buffers)."""
+    import tracemalloc
+
+    import onnxattr
+
+    model, x = mlp
+    big = np.resize(x, (1 << 16,) + x.shape[1:])
+    for what, call in (("model(x)", lambda: model(big)), ("gradient", lambda: onnxattr.attribute(model, big, 0))):
+        tracemalloc.start()
+        try:
+            out = call()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert np.isfinite(out).all()
+        assert peak < 8 * big.nbytes, f"{what}: peak {peak / 2**20:.0f} MiB for a {big.nbytes / 2**20:.0f} MiB batch"
+
+
+
+def _bad_targets(n: int, classes: int) -> dict[str, object]:
+    """Targets a batch of ``n`` with ``classes`` outputs per sample must refuse, by id."""
+    return {
+        "float": 1.0, "np-float": np.float32(0), "floats": [0.0] * n, "float-array": np.zeros(n),
+        "bool": True, "np-bool": np.bool_(False), "bools": [True] * n, "negative": -1, "too-large": classes,
+        "huge": 10**20, "2**63": 2**63, "uint64-max": np.uint64(2**64 - 1), "short": [0] * (n - 1),
+        "long": [0] * (n + 1), "nested": [[0]] * n, "string": "0", "bytes": b"0", "none-in-list": [None] * n,
+        "object": object(), "dict": {0: 1}, "complex": 1j, "ragged": [[0], [0, 1]] + [[0]] * (n - 2),
+        "pairs-on-rank-2": [[0, 1]] * n, "out-of-range-in-list": [0] * (n - 1) + [classes],
+    }
+
+
+def _bad_pairs(n: int, positions: int, vocab: int) -> dict[str, object]:
+    """Targets a (B, T, V) output must refuse, by id."""
+    return {
+        "int": 0, "ints": [0] * n, "bare-pair": (0, 1), "bare-pair-list": [1, 2], "position-out": [(positions, 0)] * n,
+        "index-out": [(0, vocab)] * n, "negative": [(-1, 0)] * n, "triples": [(0, 0, 0)] * n,
+        "float-pairs": [(0.0, 1.0)] * n, "bool-pairs": np.ones((n, 2), bool), "short": [(0, 0)] * (n - 1),
+        "rank-3": np.zeros((n, 2, 1), np.int64),
+    }
+
+
+@pytest.fixture(scope="module")
+def lm():
+    import onnxattr
+    sys.path.insert(0, str(ROOT / "tests"))
+    import textmodels
+
+    return onnxattr.load(textmodels.text_model(lm=True), wrt="embeddings"), textmodels.batch(2), textmodels
+
+
+def test_bad_targets(mlp, lm):
+    """Floats, bools, out-of-range, wrong-length targets on a (B, C) output, and bare pairs and
+    malformed pairs on a (B, T, V) output: an InputError naming the target, for every method."""
+    import onnxattr
+    from onnxattr.attribution import METHODS
+    from onnxattr.errors import InputError
+
+    (model, x), (text, feeds, tm) = mlp, lm
+    cases = [(model, x, k, t) for k, t in _bad_targets(len(x), model.n_classes).items()]
+    cases += [(text, feeds, k, t) for k, t in _bad_pairs(len(feeds["input_ids"]), tm.T, tm.V).items()]
+    failures = []
+    for m in sorted(METHODS):
+        kw = dict(_required(m), **{k: v for k, v in SMALL.items() if k in METHODS[m].options})
+        for mod, data, key, target in cases:
+            try:
+                onnxattr.attribute(mod, data, target, m, **kw)
+            except InputError as e:
+                if "target" not in str(e):
+                    failures.append(f"{m} {key}: the message does not name the target: {e}")
+            except Exception as e:  # noqa: BLE001 - the finding
+                failures.append(f"{m} {key}: {type(e).__name__}: {str(e)[:200]}")
+            else:
+                failures.append(f"{m} {key}: accepted")
+    assert not failures, "\n".join(failures)
+
 if __name__ == "__main__":
     serve(sys.argv[1])
