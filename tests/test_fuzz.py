@@ -59,7 +59,7 @@ def serve(engine: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (JUDGE_MEMORY, JUDGE_MEMORY))
     verdicts = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # whatever the libraries print goes to stderr, not into the verdicts
-    run = _run_onnxruntime if engine == "onnxruntime" else _run_onnxattr
+    run = {"onnxruntime": _run_onnxruntime, "onnxattr": _run_onnxattr, "cli": _run_cli}[engine]
     for line in sys.stdin:
         req = json.loads(line)
         try:
@@ -105,6 +105,24 @@ def _run_onnxattr(req: dict) -> dict:
         return {"status": "failed", "class": type(e).__name__, "error": str(e)}
     np.save(req["out"], out)
     return {"status": "ok"}
+
+
+def _run_cli(req: dict) -> dict:
+    """``python -m onnxattr ARGV``, run as that command runs (the package's __main__), in this
+    process: its exit status and what it wrote to stderr."""
+    import contextlib
+    import io
+    import runpy
+
+    err = io.StringIO()
+    sys.argv = ["onnxattr", *req["argv"]]
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            runpy.run_module("onnxattr", run_name="__main__", alter_sys=True)
+            rc = 0
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+    return {"status": "ok", "rc": rc, "err": err.getvalue()}
 
 
 class Judge:
@@ -921,6 +939,151 @@ def test_bad_targets(mlp, lm):
             else:
                 failures.append(f"{m} {key}: accepted")
     assert not failures, "\n".join(failures)
+
+
+
+# ---- bad input files through the command line -----------------------------------------------------
+N_FILE_CUTS = 6
+N_FILE_FLIPS = 6
+
+
+def _png(x: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png_bomb(side: int = 30000) -> bytes:
+    """A PNG header that declares side x side pixels (900 M), with next to no data behind it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def _npy(a: np.ndarray, pickle: bool = False) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=pickle)
+    return buf.getvalue()
+
+
+def _npz(**arrays) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def bad_files() -> dict[str, tuple[str, bytes]]:
+    """Malformed input files, by file name: (the model they are given to: 'mlp' or 'cnn', bytes).
+    Named ones, then seeded truncations and byte flips of good .npy, .npz and PNG files."""
+    import pickle
+
+    rng = np.random.default_rng([SEED, 6])
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    good = {"npy": _npy(x), "npz": _npz(input=x),
+            "png": _png(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))}
+    nan = x.copy()
+    nan[1, 5] = np.nan
+    files = {
+        "empty.npy": ("mlp", b""), "strings.npy": ("mlp", _npy(np.array(["a", "b"]))),
+        "bytes.npy": ("mlp", _npy(np.array([b"a"]))), "objects.npy": ("mlp", _npy(np.array([{"a": 1}]), pickle=True)),
+        "complex.npy": ("mlp", _npy(x.astype(np.complex64))), "structured.npy": ("mlp", _npy(np.zeros(2, [("a", "f4")]))),
+        "dates.npy": ("mlp", _npy(np.array(["2026-01-01"], "datetime64[D]"))), "pickle.npy": ("mlp", pickle.dumps([1.0])),
+        "pickled.npz": ("mlp", _npz(x=np.array([{"a": 1}], object))), "corrupt.npz": ("mlp", good["npz"][:40]),
+        "no-arrays.npz": ("mlp", _npz()), "two-arrays.npz": ("mlp", _npz(a=x, b=x)),
+        "header-only.npy": ("mlp", good["npy"][:128]), "nan.npy": ("mlp", _npy(nan)), "rank-1.npy": ("mlp", _npy(x[0])),
+        "width-63.npy": ("mlp", _npy(x[:, :63])), "text.npy": ("mlp", b"just text\n"),
+        "bomb.png": ("cnn", _png_bomb()), "text.png": ("cnn", b"not an image"), "npy-as.png": ("cnn", good["npy"]),
+        "truncated-header.png": ("cnn", good["png"][:30]), "image-to-mlp.png": ("mlp", good["png"]),
+    }
+    for kind, model in (("npy", "mlp"), ("npz", "mlp"), ("png", "cnn")):
+        data = good[kind]
+        for k in range(N_FILE_CUTS):
+            files[f"cut-{k}.{kind}"] = (model, data[: int(rng.integers(1, len(data)))])
+        for k in range(N_FILE_FLIPS):
+            flipped = bytearray(data)
+            where = rng.integers(0, min(len(data), 160), size=int(rng.integers(1, 4)))  # headers and tables
+            for pos in where:
+                flipped[pos] ^= int(rng.integers(1, 256))
+            files[f"flip-{k}.{kind}"] = (model, bytes(flipped))
+    return files
+
+
+#: file cases that end wrong today (others' files; strict, so a fix shows)
+JOINED = ("inputs.py: a file's array is checked against the model (finite, rank, feature shape) only after "
+          "the files are joined into one batch (Model.check_feeds), so the message says 'x'/'data', not the file")
+FILES_KNOWN = {"nan.npy": JOINED, "rank-1.npy": JOINED, "width-63.npy": JOINED,
+               "image-to-mlp.png": "inputs.py: read_inputs refuses images for a model whose input is not an "
+                                   "image batch without naming the image file"}
+MODELS = {"mlp": ROOT / "tests" / "data" / "oracles" / "mlp.onnx", "cnn": ROOT / "tests" / "data" / "oracles" / "cnn_bn.onnx"}
+ALL_ANALYSES = ("randomization", "class_sensitivity", "deletion", "insertion", "sensitivity_n", "alignment", "spectrum")
+
+
+@pytest.fixture(scope="module")
+def cli_judge():
+    judge = Judge("cli")
+    yield judge
+    judge.close()
+
+
+def check_file(judge: Judge, tmp_path: Path, name: str, model: str, data: bytes, command: str) -> None:
+    """``onnxattr explain|audit`` on the file: exit 0, or exit 2 with one line naming the file;
+    never exit 3 (an internal error), a crash or a hang."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    out = tmp_path / "out"
+    if command == "explain":
+        argv = ["explain", str(MODELS[model]), str(path), "--out", str(out), "--heatmaps", "1", "-q"]
+    else:
+        argv = ["audit", str(MODELS[model]), "--data", str(path), "--out", str(out), "-q", "--sample", "2",
+                "--method", "gradient", "--heatmaps", "0", *[a for s in ALL_ANALYSES for a in ("--skip", s)]]
+    v = judge.verdict({"argv": argv})
+    assert v["status"] == "ok", f"the command crashed or hung: {v}"
+    assert v["rc"] in (0, 2), f"exit {v['rc']}: {v['err']}"
+    if v["rc"] == 2:
+        err = v["err"]
+        assert err.startswith("onnxattr: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+        assert name in err, f"the message does not name the file: {err}"
+
+
+FILE_CASES = [pytest.param(n, m, d, marks=[pytest.mark.xfail(strict=True, reason=FILES_KNOWN[n])] if n in FILES_KNOWN else [],
+                           id=n) for n, (m, d) in bad_files().items()]
+
+
+@pytest.mark.parametrize("name,model,data", FILE_CASES)
+def test_bad_file_explain(cli_judge, tmp_path, name, model, data):
+    check_file(cli_judge, tmp_path, name, model, data, "explain")
+
+
+@pytest.mark.parametrize("name,model,data", [p for p in FILE_CASES if not p.id.startswith(("cut-", "flip-"))])
+def test_bad_file_audit(cli_judge, tmp_path, name, model, data):
+    check_file(cli_judge, tmp_path, name, model, data, "audit")
+
+
+def test_folder_with_a_file_that_does_not_match(cli_judge, tmp_path):
+    """A data folder holding a batch and a labels file: exit 2 naming the labels file."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    np.save(folder / "batch.npy", np.zeros((4, 3, 16, 16), np.float32))
+    np.save(folder / "labels.npy", np.arange(4))
+    for command in ("explain", "audit"):
+        argv = (["explain", str(MODELS["cnn"]), str(folder), "--out", str(tmp_path / "o"), "-q"] if command == "explain"
+                else ["audit", str(MODELS["cnn"]), "--data", str(folder), "--out", str(tmp_path / "o"), "-q"])
+        v = cli_judge.verdict({"argv": argv})
+        assert v["status"] == "ok" and v["rc"] == 2 and "labels.npy" in v["err"], v
 
 if __name__ == "__main__":
     serve(sys.argv[1])
