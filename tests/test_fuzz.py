@@ -114,15 +114,15 @@ def _run_cli(req: dict) -> dict:
     import io
     import runpy
 
-    err = io.StringIO()
+    err, out = io.StringIO(), io.StringIO()
     sys.argv = ["onnxattr", *req["argv"]]
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
             runpy.run_module("onnxattr", run_name="__main__", alter_sys=True)
             rc = 0
         except SystemExit as e:
             rc = e.code if isinstance(e.code, int) else 1
-    return {"status": "ok", "rc": rc, "err": err.getvalue()}
+    return {"status": "ok", "rc": rc, "err": err.getvalue(), "out": out.getvalue()[-200_000:]}
 
 
 class Judge:
@@ -1084,6 +1084,142 @@ def test_folder_with_a_file_that_does_not_match(cli_judge, tmp_path):
                 else ["audit", str(MODELS["cnn"]), "--data", str(folder), "--out", str(tmp_path / "o"), "-q"])
         v = cli_judge.verdict({"argv": argv})
         assert v["status"] == "ok" and v["rc"] == 2 and "labels.npy" in v["err"], v
+
+
+
+# ---- hostile names in the terminal and the report -------------------------------------------------
+HOSTILE = ["\x1b]0;pwned\x07\x1b[2J", "\u202eevil\u202c\u200b", "<script>alert(1)</script>",
+           '"><img src=x onerror=alert(1)>', "' onmouseover='alert(1)' x='", "&lt;b&gt;&amp;", "\r\n\u2028\x7f\x9b",
+           "long" * 1500 + "\x1b[31m"]
+
+
+def hostile_model(benign: bool) -> onnx.ModelProto:
+    """The mlp oracle with every node, tensor, input and output named with terminal escapes, bidi
+    overrides, HTML/script payloads and a very long name (or, if ``benign``, plain names of the
+    same count), and a hostile producer and graph name."""
+    m = onnx.load(MODELS["mlp"])
+    g = m.graph
+    tensors = list(dict.fromkeys([v.name for v in g.input] + [t.name for t in g.initializer]
+                                 + [t for n in g.node for t in list(n.input) + list(n.output) if t]))
+    new = {t: (f"t{i}" if benign else f"{HOSTILE[i % len(HOSTILE)]}#{i}") for i, t in enumerate(tensors)}
+    for v in list(g.input) + list(g.output) + list(g.value_info) + list(g.initializer):
+        v.name = new.get(v.name, v.name)
+    for i, n in enumerate(g.node):
+        n.input[:] = [new.get(t, t) for t in n.input]
+        n.output[:] = [new.get(t, t) for t in n.output]
+        n.name = f"n{i}" if benign else f"{HOSTILE[(i + 3) % len(HOSTILE)]}@{i}"
+    m.producer_name = "benign" if benign else HOSTILE[0] + HOSTILE[2]
+    g.name = "g" if benign else HOSTILE[3]
+    return m
+
+
+def _printable_lines(text: str) -> bool:
+    return all(line.isprintable() for line in text.split("\n"))
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """(folder, hostile model path, benign model path, data path with a hostile name)."""
+    folder = tmp_path_factory.mktemp("hostile")
+    bad = folder / "m\x1b[31m<script>alert(1)<\u202e.onnx"
+    onnx.save(hostile_model(False), bad)
+    good = folder / "benign.onnx"
+    onnx.save(hostile_model(True), good)
+    data = folder / 'd"><img src=x onerror=alert(1)>\x1b[2J.npz'
+    data.write_bytes((ROOT / "tests" / "data" / "oracles" / "mlp.npz").read_bytes())
+    return folder, bad, good, data
+
+
+def test_hostile_names_in_inspect(cli_judge, hostile):
+    """``inspect`` prints every hostile name escaped (each line printable); ``inspect --json``
+    gives the names back exactly; an error message that quotes one is printable."""
+    folder, bad, _, data = hostile
+    v = cli_judge.verdict({"argv": ["inspect", str(bad)]})
+    assert v["status"] == "ok" and v["rc"] == 0, v
+    assert _printable_lines(v["out"]) and "\x1b" not in v["out"] and "\u202e" not in v["out"], v["out"][:2000]
+    v = cli_judge.verdict({"argv": ["inspect", str(bad), "--json"]})
+    summary = json.loads(v["out"])
+    model = hostile_model(False)
+    assert summary["input"]["name"] == model.graph.input[0].name
+    assert {layer["node"] for layer in summary["layers"]} <= {n.name for n in model.graph.node}
+    v = cli_judge.verdict({"argv": ["explain", str(bad), str(data), "--target", "99", "--out", str(folder / "e"), "-q"]})
+    assert v["rc"] == 2 and v["err"].count("\n") == 1 and _printable_lines(v["err"]), v
+
+
+def _html_shape(text: str) -> tuple[list, str]:
+    """The report's element structure ((tag, attribute names) in order) and its text."""
+    from html.parser import HTMLParser
+
+    class Shape(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.elements, self.text = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.elements.append((tag, tuple(sorted(k for k, _ in attrs))))
+
+        def handle_data(self, data):
+            self.text.append(data)
+
+    p = Shape()
+    p.feed(text)
+    p.close()
+    return p.elements, "".join(p.text)
+
+
+def test_hostile_names_in_the_report(cli_judge, hostile):
+    """report.html of the hostile model has the element structure of the benign twin's (no
+    injected element or attribute, no script), shows the names as text, and report.json reads
+    back with the names exactly as the model has them."""
+    from onnxattr.text import escape_text
+
+    folder, bad, good, data = hostile
+    shapes = {}
+    for what, model in (("bad", bad), ("good", good)):
+        out = folder / f"audit-{what}"
+        v = cli_judge.verdict({"argv": ["audit", str(model), "--data", str(data), "--out", str(out), "-q",
+                                        "--method", "gradient", "--sample", "2", "--heatmaps", "1", "--curve-steps", "4",
+                                        "--n-subsets", "3", "--n-sizes", "2", "--skip", "spectrum"]})
+        assert v["status"] == "ok" and v["rc"] in (0, 1) and _printable_lines(v["err"]), v
+        shapes[what] = _html_shape((out / "report.html").read_text(encoding="utf-8"))
+        if what == "bad":
+            text = (out / "report.json").read_text(encoding="utf-8")
+            report = json.loads(text)
+            assert json.loads(json.dumps(report)) == report
+            name = hostile_model(False).graph.input[0].name
+            assert report["model"]["input"]["name"] == name, report["model"]["input"]
+    (bad_elements, bad_text), (good_elements, _) = shapes["bad"], shapes["good"]
+    assert bad_elements == good_elements
+    assert not any(tag == "script" or any(a.startswith("on") for a in attrs) for tag, attrs in bad_elements)
+    assert name in bad_text or escape_text(name) in bad_text
+
+
+
+# ---- an internal bug stays an internal error ------------------------------------------------------
+def test_a_kernel_that_raises_exits_3(monkeypatch, capsys, tmp_path):
+    """A bug inside a kernel (Relu made to divide by zero) is not dressed up as a user error: the
+    API raises it as it is, and the command exits 3 with one line."""
+    import onnxattr
+    from onnxattr.cli import main
+    from onnxattr.ops.activation import Relu
+
+    def broken(self, xp, x):
+        raise ZeroDivisionError("a bug in a kernel")
+
+    monkeypatch.setattr(Relu, "f", broken)
+    monkeypatch.delenv("ONNXATTR_DEBUG", raising=False)
+    model = onnxattr.load(MODELS["mlp"])
+    x = np.load(ROOT / "tests" / "data" / "oracles" / "mlp.npz")["input"]
+    with pytest.raises(ZeroDivisionError):
+        onnxattr.attribute(model, x, 0, "gradient")
+    for argv in (["explain", str(MODELS["mlp"]), str(ROOT / "tests" / "data" / "oracles" / "mlp.npz"),
+                  "--out", str(tmp_path / "e"), "-q"],
+                 ["audit", str(MODELS["mlp"]), "--data", str(ROOT / "tests" / "data" / "oracles" / "mlp.npz"),
+                  "--out", str(tmp_path / "a"), "-q", "--method", "gradient"]):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 3 and err.count("\n") == 1, (argv[0], rc, err)
+        assert err.startswith("onnxattr: internal error: ZeroDivisionError: a bug in a kernel"), err
 
 if __name__ == "__main__":
     serve(sys.argv[1])
