@@ -585,7 +585,7 @@ def _values() -> dict[str, object]:
         "True": True, "False": False, "np-bool": np.bool_(True), "None": None,
         "str-1": "1", "str-empty": "", "str-nan": "nan", "bytes": b"x", "str-method": "gradient",
         "[1]": [1], "[]": [], "(0,)": (0,), "(2,2)": (2, 2), "(1,1,1)": (1, 1, 1), "[1.5]": [1.5],
-        "(True,)": (True,), "[nan]": [float("nan")], "(10**9,)": (10**9,), "dict": {}, "set": {1},
+        "(True,)": (True,), "[nan]": [float("nan")], "(10**9,)": (10**9,), "2**20": 1 << 20, "dict": {}, "set": {1},
         "object": object(), "complex": 1 + 0j, "function": lambda: 0, "type": int,
         "arr-nan": np.array(np.nan, f32), "arr-inf": np.array([np.inf], f32), "arr-str": np.array(["a"]),
         "arr-complex": np.array([1 + 1j]), "arr-object": np.array([1.0, None], object),
@@ -882,6 +882,46 @@ def test_huge_batch_runs_in_memory_proportional_to_it(mlp):
         assert np.isfinite(out).all()
         assert peak < 8 * big.nbytes, f"{what}: peak {peak / 2**20:.0f} MiB for a {big.nbytes / 2**20:.0f} MiB batch"
 
+
+
+def _bad_token_feeds(feeds: dict) -> dict[str, dict]:
+    """Malformed feeds of the token model, by id."""
+    ids, mask = feeds["input_ids"], feeds["attention_mask"]
+    return {
+        "ids-float": dict(feeds, input_ids=ids.astype(np.float32)), "ids-negative-beyond": dict(feeds, input_ids=ids - 100),
+        "ids-beyond-vocab": dict(feeds, input_ids=ids + 100), "ids-huge": dict(feeds, input_ids=ids + 2**40),
+        "mask-float": dict(feeds, attention_mask=mask.astype(np.float32)), "mask-missing": {"input_ids": ids},
+        "batch-sizes-differ": dict(feeds, attention_mask=mask[:1]), "ids-rank-1": dict(feeds, input_ids=ids[0]),
+        "ids-object": dict(feeds, input_ids=ids.astype(object)), "ids-masked": dict(feeds, input_ids=np.ma.array(ids)),
+        "ids-empty": {"input_ids": ids[:0], "attention_mask": mask[:0]}, "bare-array": ids,
+        "unknown-key": dict(feeds, token_type_ids=ids),
+    }
+
+
+def test_bad_token_feeds(lm):
+    """Malformed feeds of a token model attributed at its embeddings: an InputError naming the
+    input, for model(x) and every method."""
+    import onnxattr
+    from onnxattr.attribution import METHODS
+    from onnxattr.errors import InputError
+
+    text, feeds, _ = lm
+    failures = []
+    for key, bad in _bad_token_feeds(feeds).items():
+        calls = [("model(x)", lambda: text(bad))] + [
+            (m, lambda m=m: onnxattr.attribute(text, bad, None, m, **_required(m), **{
+                k: v for k, v in SMALL.items() if k in METHODS[m].options})) for m in sorted(METHODS)]
+        for what, call in calls:
+            try:
+                call()
+            except InputError as e:
+                if not any(n in str(e) for n in ("input_ids", "attention_mask", "token_type_ids", "inputs")):
+                    failures.append(f"{key} {what}: the message names no input: {e}")
+            except Exception as e:  # noqa: BLE001 - the finding
+                failures.append(f"{key} {what}: {type(e).__name__}: {str(e)[:200]}")
+            else:
+                failures.append(f"{key} {what}: accepted")
+    assert not failures, "\n".join(failures)
 
 
 def _bad_targets(n: int, classes: int) -> dict[str, object]:
