@@ -665,19 +665,22 @@ def test_every_method_runs_with_its_defaults(subjects, subject, method):
 
 
 #: option values that end wrong today, each for its reason (others' files; strict, so a fix shows)
-OVERFLOW = ("an allowed value near float32's max overflows in the forward pass or the rule (W + gamma W+, "
-            "b + alpha (x - b)) and the map is NaN: 'finite in float32' is not bound enough "
-            "(attribution/options.py bounds, or the rules computing in a scaled form)")
+RULE_OVERFLOW = ("rules/lrp.py: gamma= (or ZBox's low=/high=) near float32's max is allowed ('finite in float32'), "
+                 "but W + gamma W+ (and the bounds times W+/W-) overflow in float32 and the map is NaN; compute "
+                 "in a scaled form, or bound these options in the registry")
+BASELINE_OVERFLOW = ("an allowed baseline near float32's max (or >= 1e30 on the token model, whose attention "
+                     "softmax overflows) puts path points / occluded inputs where the model's forward overflows, "
+                     "as model(x) would at such x, and the map is NaN without a word; bound baseline's magnitude "
+                     "(attribution/options.py Numeric) or refuse a non-finite map in attribute naming the options")
 BOX_SHAPE = ("composites.py/rules: a low=/high= array that does not broadcast to the input raises a bare "
              "numpy ValueError in ZBox instead of an error naming the option")
 BASELINES = [("deeplift", "baseline"), ("integrated_gradients", "baseline"), ("occlusion", "baseline")]
 KNOWN = {
-    **{("cnn", m, o, "3e38"): OVERFLOW for m, o in BASELINES + [
-        ("lrp.epsilon_gamma_box", "low"), ("lrp.epsilon_gamma_box", "high"), ("lrp.epsilon_gamma_box", "gamma"),
-        ("lrp.gamma", "gamma")]},
-    **{("text", m, o, k): OVERFLOW for m, o in BASELINES for k in ("1e30", "2**63", "2**64", "np-uint64-max", "3e38")},
-    ("text", "integrated_gradients", "baseline", "arr-int64-big"): OVERFLOW,
-    ("text", "lrp.gamma", "gamma", "3e38"): OVERFLOW,
+    **{("cnn", m, o, "3e38"): BASELINE_OVERFLOW for m, o in BASELINES},
+    **{("cnn", "lrp.epsilon_gamma_box", o, "3e38"): RULE_OVERFLOW for o in ("low", "high", "gamma")},
+    **{(s, "lrp.gamma", "gamma", "3e38"): RULE_OVERFLOW for s in ("cnn", "text")},
+    **{("text", m, o, k): BASELINE_OVERFLOW for m, o in BASELINES for k in ("1e30", "2**63", "2**64", "np-uint64-max", "3e38")},
+    ("text", "integrated_gradients", "baseline", "arr-int64-big"): BASELINE_OVERFLOW,
     **{("cnn", "lrp.epsilon_gamma_box", o, k): BOX_SHAPE for o in ("low", "high") for k in ("arr-empty", "arr-5", "arr-x-reversed")},
 }
 
@@ -767,6 +770,32 @@ def test_largest_allowed_values_run_in_bounded_memory(method, option, value):
     assert np.isfinite(a).all()
     assert peak < 24 << 20, f"{method} {option}={value}: peak {peak / 2**20:.0f} MiB"
 
+
+
+#: option values as typed on the command line (``-O NAME=TEXT``)
+CLI_VALUES = ("nan", "1e400", "-1", "(1,", "[]", "1j", "None", "10**40", "{}", "'x'")
+
+
+@pytest.mark.parametrize("method", _method_names())
+def test_option_values_on_the_command_line(cli_judge, tmp_path, method):
+    """``onnxattr explain -O NAME=TEXT`` for every option of the method: exit 0, or exit 2 with one
+    line naming the option; never exit 3 (a bare TypeError or ValueError)."""
+    from onnxattr.attribution import METHODS
+
+    data = ROOT / "tests" / "data" / "oracles" / "mlp.npz"
+    failures = []
+    for option in METHODS[method].options:
+        base = [a for k, v in dict(REQUIRED.get(method, {}), **SMALL).items()
+                if k in METHODS[method].options and k != option for a in ("-O", f"{k}={v}")]
+        for text in CLI_VALUES:
+            argv = ["explain", str(MODELS["mlp"]), str(data), "--out", str(tmp_path), "--heatmaps", "0", "-q",
+                    "--method", method, *base, "-O", f"{option}={text}"]
+            v = cli_judge.verdict({"argv": argv})
+            if v["status"] != "ok" or v["rc"] not in (0, 2):
+                failures.append(f"{option}={text}: {v}")
+            elif v["rc"] == 2 and (option not in v["err"] or v["err"].count("\n") != 1):
+                failures.append(f"{option}={text}: {v['err']}")
+    assert not failures, "\n".join(failures)
 
 
 # ---- bad input arrays and targets --------------------------------------------------------------
