@@ -616,7 +616,7 @@ NEVER = ("nan", "inf", "-inf", "np-nan", "np-inf", "1e39", "-1e39", "complex", "
 #: options a method cannot run without (the rest keep their defaults)
 REQUIRED = {"lrp.epsilon_gamma_box": {"low": -3.0, "high": 3.0}}
 #: options that would make a case slow, set small (the option under test still takes every value)
-SMALL = {"window": 2, "steps": 4, "samples": 2}
+SMALL = {"window": 4, "steps": 4, "samples": 2}
 
 
 def _required(method: str) -> dict:
