@@ -126,3 +126,37 @@ def test_bash_blocks_run(block, workdir):
     done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{block} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+
+
+def architecture(text: str) -> list[tuple[int, str, str]]:
+    """(indent, entry, description) of each entry line of the Architecture section's listing, the
+    description including its continuation lines."""
+    section = re.search(r"^## Architecture\n.*?^```\n(.*?)^```", text, flags=re.S | re.M)
+    assert section, "the README has no Architecture listing"
+    out: list[tuple[int, str, str]] = []
+    for line in section.group(1).splitlines():
+        m = re.match(r"^( *)(\S+(?:, \S+)*)(?:\s{2,}(.*))?$", line)
+        indent = len(line) - len(line.lstrip())
+        if m and indent <= 4 and not (out and indent > out[-1][0] + 2):
+            out.append((indent, m.group(2), m.group(3) or ""))
+        elif out:
+            out[-1] = (out[-1][0], out[-1][1], out[-1][2] + " " + line.strip())
+    return out
+
+
+def test_the_architecture_listing_is_true_to_the_code():
+    """Every file and folder the listing names exists (with the .py files named in a package's
+    description), and every top-level module and subpackage of onnxattr is listed."""
+    package = ROOT / "onnxattr"
+    listed, folder_at = set(), {0: ROOT}  # indent -> the folder its entries are in
+    for indent, entry, description in architecture(README.read_text(encoding="utf-8")):
+        for name in entry.split(", "):
+            path = folder_at[indent] / name.rstrip("/")
+            assert path.exists(), f"the README's architecture names {path.relative_to(ROOT)}, which does not exist"
+            listed |= {path.name} if path.parent == package else set()
+            if name.endswith("/"):
+                folder_at[indent + 2] = path
+                for module in re.findall(r"\b(\w+\.py)\b", description):
+                    assert (path / module).exists(), f"the README names {name}{module}, which does not exist"
+    actual = {p.name for p in package.glob("*.py")} | {p.name for p in package.iterdir() if (p / "__init__.py").exists()}
+    assert listed == actual, f"not listed: {sorted(actual - listed)}; listed but absent: {sorted(listed - actual)}"
