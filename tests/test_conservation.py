@@ -33,7 +33,8 @@ def _stabilized(z: np.ndarray, eps: float) -> np.ndarray:
 def rule_share(node, rule, inputs: list, live: list[bool], r: np.ndarray) -> float:
     """sum R_out - sum R_in that ``rule`` defines at ``node``: sum_j R_j (d_j - c_j) / d_j with
     d_j the stabilized denominator and c_j the part of z_j that the inputs' relevance carries
-    (z_j minus the bias, or minus the constant operands of an Add)."""
+    (z_j minus the bias, or minus the constant operands of an Add; integer operands, such as a
+    ReduceMean's axes, are kept)."""
     f = lambda *a: np.asarray(node.op.forward(*a)[0][0], dtype=np.float64)  # noqa: E731
     if rule is None or isinstance(rule, Pass):
         return 0.0
@@ -54,7 +55,7 @@ def rule_share(node, rule, inputs: list, live: list[bool], r: np.ndarray) -> flo
         if node.kind == "linear":
             c = f(*inputs[:2])
         else:
-            c = f(*[a if is_live else np.zeros_like(a) for a, is_live in zip(inputs, live)])
+            c = f(*[a if is_live or a is None or a.dtype.kind != "f" else np.zeros_like(a) for a, is_live in zip(inputs, live)])
         eps = rule.epsilon
     else:
         raise AssertionError(f"no share formula for {rule!r}")
@@ -77,7 +78,6 @@ def budget(model: onnxattr.Model, x: np.ndarray, target: int):
         live = [t in graph.live for t in node.inputs]
         gin = [np.asarray(g, dtype=np.float64) for g, is_live in zip(grads_in, live) if is_live and g is not None]
         inputs = [np.asarray(values[t] if t in values else model.params[t]) if t else None for t in node.inputs]
-        inputs = [a for a in inputs if a is not None]
         share = rule_share(node, plan.rules.get(node.name), inputs, live, r)
         rows.append((node.name, node.op_type, r.sum(), sum(g.sum() for g in gin), share,
                      sum(np.abs(g).sum() for g in gin), np.abs(r).sum()))
