@@ -67,6 +67,9 @@ class Constant(Rule):
         keep = [need and i not in self.indices for i, need in enumerate(needs)]
         return node.op.cotangents(record.ctx, grads, keep)
 
+    def __repr__(self) -> str:
+        return f"Constant({', '.join(map(str, self.indices))})"
+
 
 class LayerNormIdentity(Rule):
     """LayerNorm y = (x - mean) / std * w + b with 1/std a constant: g_x = (g w - mean(g w)) / std.
