@@ -247,9 +247,13 @@ def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6) -> Composite:
                      lrp=True, name="epsilon_alpha2_beta1_flat")
 
 
-#: the elementwise nonlinearities that AttnLRP's identity rule passes relevance through
-ACTIVATIONS = OpType("Gelu", "Swish", "Tanh", "Sigmoid", "Relu", "Elu", "LeakyRelu", "PRelu", "Selu",
-                     "Softplus", "Softsign", "HardSwish", "HardSigmoid", "Erf", "Clip")
+#: the elementwise nonlinearities that AttnLRP's identity rule passes relevance through. ReLU,
+#: LeakyReLU and PReLU are left their gradient, which for a positively homogeneous f is the same
+#: (f(x) / x = f'(x)) and needs neither x nor y kept
+ACTIVATIONS = OpType("Gelu", "Swish", "Tanh", "Sigmoid", "Elu", "Selu", "Softplus", "Softsign", "HardSwish",
+                     "HardSigmoid", "Erf", "Clip")
+#: what a gate of a gated MLP is computed by (CP-LRP holds it constant)
+GATES = OpType(*ACTIVATIONS.op_types, "Relu", "LeakyRelu", "PRelu")
 NORMS = ((OpType("LayerNormalization"), LayerNormIdentity()), (OpType("RMSNormalization"), RMSNormIdentity()))
 
 
@@ -274,7 +278,7 @@ def cplrp(linear: Rule | None = None) -> Composite:
     sends nothing to A, so nothing reaches Q and K through the softmax; V keeps its gradient),
     and so is the gate of a gated MLP (gate * up: up keeps its gradient); norms and
     nonlinearities as in :func:`attnlrp`."""
-    softmax, gate = OpType("Softmax"), ACTIVATIONS
+    softmax, gate = OpType("Softmax"), GATES
     rules = _linear(linear) + [
         (OpType("Attention"), AttentionOp(qk=0.0, v=1.0)),
         (Product(constant=(0, softmax)), Constant(0)), (Product(constant=(1, softmax)), Constant(1)),
