@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .errors import OptionError
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, ZBox, ZPlus  # noqa: F401
@@ -106,8 +106,23 @@ class Last(_Position):
     index = -1
 
 
-#: ops through which a tensor keeps its meaning (attention weights, a gate): casts, reshapes
-_THROUGH = ("route",)
+def producers(graph: LayerGraph) -> dict[str, Node]:
+    """{tensor: the node that computes it}."""
+    return {t: n for n in graph.nodes for t in n.outputs if t}
+
+
+def origin(graph: LayerGraph, producer: Mapping[str, Node], tensor: str) -> Node | None:
+    """The node that computes ``tensor``, looking through the nodes that only move, cast or mask
+    it: routes (casts, reshapes, transposes, dropout) and Where (the NaN guard torch's SDPA export
+    puts after the softmax), each with one operand on the relevance path. ``producer``: from
+    :func:`producers`."""
+    node = producer.get(tensor)
+    while node is not None and (node.kind == "route" or node.op_type == "Where"):
+        live = [t for t in node.inputs if t in graph.live]
+        if len(live) != 1:
+            break
+        node = producer.get(live[0])
+    return node
 
 
 class Product(Selector):
@@ -117,7 +132,7 @@ class Product(Selector):
 
     With ``constant=(i, selector)``: only the products of exactly two such operands whose
     operand ``i`` comes from a node ``selector`` picks (through casts, reshapes and
-    transposes) and whose other operand does not: attention weights (``OpType("Softmax")``)
+    transposes, :func:`origin`) and whose other operand does not: attention weights (``OpType("Softmax")``)
     times V, a gate (``ACTIVATIONS``) times up.
     """
 
@@ -127,17 +142,8 @@ class Product(Selector):
         self.constant = constant
 
     def bind(self, graph: LayerGraph) -> Any:
-        producer = {t: n for n in graph.nodes for t in n.outputs if t}
         source = self.constant[1].bind(graph) if self.constant is not None else None
-
-        def origin(tensor: str) -> Node | None:
-            node = producer.get(tensor)
-            while node is not None and node.kind in _THROUGH:
-                live = [t for t in node.inputs if t in graph.live]
-                if len(live) != 1:
-                    break
-                node = producer.get(live[0])
-            return node
+        producer = producers(graph)
 
         def pred(node: Node) -> bool:
             if node.op_type not in self.op_types:
@@ -150,7 +156,7 @@ class Product(Selector):
             index = self.constant[0]
             if len(live) != 2 or index not in live:
                 return False
-            picked = [(o := origin(node.inputs[i])) is not None and bool(source(o)) for i in live]
+            picked = [(o := origin(graph, producer, node.inputs[i])) is not None and bool(source(o)) for i in live]
             return picked[live.index(index)] and not picked[1 - live.index(index)]
 
         return pred

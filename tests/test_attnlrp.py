@@ -3,7 +3,7 @@
 LXT 2.1's own relevance on random-weight HF BERT, GPT-2, Llama and torchvision's ViT
 (tests/data/lxt, made by tools/lxt_refs.py) is the oracle: ours must be within 1e-3 relative L2 per
 sample, while plain Input x Gradient is not. Attention written as Einsum, as the opset-23
-Attention op, or by jax2onnx has no LXT reference: the same weights written as MatMul attention
+Attention op, behind torch's SDPA NaN guard, or by jax2onnx has no LXT reference: the same weights written as MatMul attention
 must give the same relevance.
 """
 from __future__ import annotations
@@ -135,6 +135,11 @@ def _attention(form: str, layer: int, q: str, k: str, v: str, out: str) -> list:
             helper.make_node("Einsum", [p + "a", p + v + "4"], [p + "o4"], equation="bhqk,bkhd->bqhd"),
             helper.make_node("Reshape", [p + "o4", "hidden_shape"], [out]),
         ]
+    guard = [] if form == "MatMul" else [  # torch's SDPA export: Where(IsNaN(a), 0, a)
+        helper.make_node("IsNaN", [p + "a"], [p + "nan"]),
+        helper.make_node("Where", [p + "nan", "zero_f", p + "a"], [p + "ag"]),
+    ]
+    a = p + "a" if form == "MatMul" else p + "ag"
     return split + [
         helper.make_node("Transpose", [p + q + "4"], [p + "qh"], perm=[0, 2, 1, 3]),
         helper.make_node("Transpose", [p + k + "4"], [p + "kt"], perm=[0, 2, 3, 1]),
@@ -142,7 +147,8 @@ def _attention(form: str, layer: int, q: str, k: str, v: str, out: str) -> list:
         helper.make_node("MatMul", [p + "qh", p + "kt"], [p + "s"]),
         helper.make_node("Mul", [p + "s", "scale"], [p + "ss"]),
         helper.make_node("Softmax", [p + "ss"], [p + "a"], axis=-1),
-        helper.make_node("MatMul", [p + "a", p + "vh"], [p + "oh"]),
+        *guard,
+        helper.make_node("MatMul", [a, p + "vh"], [p + "oh"]),
         helper.make_node("Transpose", [p + "oh"], [p + "o4"], perm=[0, 2, 1, 3]),
         helper.make_node("Reshape", [p + "o4", "hidden_shape"], [out]),
     ]
@@ -185,6 +191,7 @@ def transformer(form: str, seed: int = 0) -> onnx.ModelProto:
         numpy_helper.from_array(np.array([B, T, H], np.int64), "hidden_shape"),
         numpy_helper.from_array(np.array(D ** -0.5, np.float32), "scale"),
         numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array(0, np.float32), "zero_f"),
     ]
     graph = helper.make_graph(nodes, form, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [B, T, H])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [B, C])], inits)
@@ -194,10 +201,10 @@ def transformer(form: str, seed: int = 0) -> onnx.ModelProto:
 @pytest.fixture(scope="module")
 def forms():
     x = np.random.default_rng(5).normal(0, 1, (B, T, H)).astype(np.float32)
-    return x, {form: transformer(form) for form in ("MatMul", "Einsum", "Attention")}
+    return x, {form: transformer(form) for form in ("MatMul", "SDPA", "Einsum", "Attention")}
 
 
-@pytest.mark.parametrize("form", ["Einsum", "Attention"])
+@pytest.mark.parametrize("form", ["SDPA", "Einsum", "Attention"])
 @pytest.mark.parametrize("method", ["attnlrp", "cplrp"])
 def test_attention_forms_give_the_matmul_relevance(forms, form, method):
     x, protos = forms
@@ -217,7 +224,7 @@ def test_attention_forms_give_the_matmul_relevance(forms, form, method):
 def test_cplrp_conserves_without_biases_in_every_form(forms):
     """With the biases, norm shifts and Gemm bias zero, CP-LRP's relevance sums to the logit."""
     x, _ = forms
-    for form in ("MatMul", "Einsum", "Attention"):
+    for form in ("MatMul", "SDPA", "Einsum", "Attention"):
         proto = transformer(form)
         for init in proto.graph.initializer:
             if init.name[0] in "bn":
@@ -245,7 +252,7 @@ def test_attention_rollout_multiplies_the_layers(forms):
     eye = np.eye(T)
     step = [0.5 * a.mean(axis=1) + 0.5 * eye for a in (a1, a2)]
     want = (step[1] @ step[0])[:, 0]  # row of the first token
-    for form in ("MatMul", "Einsum"):
+    for form in ("MatMul", "SDPA", "Einsum"):
         a = onnxattr.attribute(onnxattr.load(protos[form]), x, None, "attention_rollout")
         assert a.shape == x.shape
         np.testing.assert_allclose(onnxattr.token_scores(a), want, rtol=1e-5)

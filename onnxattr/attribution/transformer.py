@@ -57,17 +57,16 @@ _method("cplrp", C.cplrp, """CP-LRP: conservative propagation through attention,
 
 def attention_softmaxes(graph: LayerGraph) -> list[str]:
     """The outputs of the Softmax nodes that give attention weights: on the relevance path, and
-    read (through casts and reshapes) by a product with another operand on it (A V)."""
-    weights = C.Product(constant=(0, C.OpType("Softmax"))).bind(graph)
-    weights_right = C.Product(constant=(1, C.OpType("Softmax"))).bind(graph)
-    producer = {t: n for n in graph.nodes for t in n.outputs if t}
-    found = []
+    read (through casts, reshapes and NaN guards) by a product with another operand on it (A V),
+    in the order of the graph."""
+    softmax = C.OpType("Softmax")
+    products = [C.Product(constant=(i, softmax)).bind(graph) for i in (0, 1)]
+    producer = C.producers(graph)
+    found: list[str] = []
     for node in graph.nodes:
-        if weights(node) or weights_right(node):
+        if any(p(node) for p in products):
             for t in node.inputs:
-                src = producer.get(t)
-                while src is not None and src.kind == "route" and src.op_type != "Softmax":
-                    src = producer.get(src.inputs[0])
+                src = C.origin(graph, producer, t) if t in graph.live else None
                 if src is not None and src.op_type == "Softmax" and src.outputs[0] not in found:
                     found.append(src.outputs[0])
     return found
