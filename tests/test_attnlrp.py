@@ -23,6 +23,7 @@ from onnxattr.attribution.transformer import rollout
 from onnxattr.errors import ModelError
 
 LXT = pathlib.Path(__file__).parent / "data" / "lxt"
+DATA = pathlib.Path(__file__).parent / "data" / "attnlrp"
 CASES = [("bert", "attnlrp"), ("gpt2", "attnlrp"), ("gpt2", "cplrp"), ("llama", "attnlrp"), ("llama", "cplrp"),
          ("llama_nobias", "attnlrp"), ("llama_nobias", "cplrp"), ("vit", "cplrp")]
 
@@ -159,10 +160,11 @@ def _dense(layer: int, name: str, x: str, out: str) -> list:
             helper.make_node("Add", [out + "_mm", f"b{name}{layer}"], [out])]
 
 
-def transformer(form: str, seed: int = 0) -> onnx.ModelProto:
+def transformer(form: str, seed: int = 0, weights: dict | None = None) -> onnx.ModelProto:
     """Two pre-norm layers (LayerNorm, attention, residual; LayerNorm, MLP, residual): the first
-    MLP gated with SiLU written as x * sigmoid(x), the second with Gelu; a head on token 0."""
-    w = _weights(seed)
+    MLP gated with SiLU written as x * sigmoid(x), the second with Gelu; a head on token 0.
+    ``weights`` as ``_weights`` draws them (tools/flax_transformer.py saves the flax model's)."""
+    w = _weights(seed) if weights is None else weights
     nodes, x = [], "x"
     for layer in range(2):
         p = f"L{layer}_"
@@ -219,6 +221,22 @@ def test_attention_forms_give_the_matmul_relevance(forms, form, method):
     assert (relative_l2(got, want) < 1e-5).all(), relative_l2(got, want)
     plain = onnxattr.attribute(model, x, target, "input_x_gradient")
     assert (relative_l2(plain, want) > 1e-2).all()  # the rules were found in this form
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "cplrp"])
+def test_flax_export_gives_the_matmul_relevance(method):
+    """jax2onnx's export of nnx.MultiHeadAttention (tests/data/attnlrp, tools/flax_transformer.py)."""
+    data = dict(np.load(DATA / "flax.npz"))
+    x = data.pop("x")
+    flax = onnxattr.load(str(DATA / "flax.onnx"))
+    ref = onnxattr.load(transformer("MatMul", weights={k: v for k, v in data.items() if k != "logits"}))
+    np.testing.assert_allclose(flax(x), data["logits"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ref(x), data["logits"], rtol=1e-4, atol=1e-4)
+    target = np.argmax(data["logits"], axis=1)
+    want = onnxattr.attribute(ref, x, target, method)
+    got = onnxattr.attribute(flax, x, target, method)
+    assert (relative_l2(got, want) < 1e-5).all(), relative_l2(got, want)
+    assert (relative_l2(onnxattr.attribute(flax, x, target, "input_x_gradient"), want) > 1e-2).all()
 
 
 def test_cplrp_conserves_without_biases_in_every_form(forms):
