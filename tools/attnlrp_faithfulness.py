@@ -104,7 +104,7 @@ def run(name: str, model, feeds, target, valid, baseline, options) -> None:
     probs = softmax(np.asarray(model(feeds)))
     print(f"\n{name}: {len(target)} samples, accuracy {np.mean(probs.argmax(1) == target):.3f}, "
           f"mean target probability {probs[np.arange(len(target)), target].mean():.3f}")
-    print(f"| method | deletion AUC (lower better) | insertion AUC (higher better) | insertion - deletion | s |")
+    print("| method | deletion AUC (lower better) | insertion AUC (higher better) | insertion - deletion | s |")
     print("|---|---|---|---|---|")
     for method in METHODS:
         t0 = time.time()
