@@ -10,8 +10,8 @@ for ``gradient`` its L2 norm over the hidden axis, the saliency convention). Del
 the most relevant first by the baseline (text: the [PAD] token's embedding; ViT: a zero patch
 embedding); insertion starts from the baseline everywhere and puts the most relevant back first.
 The curve is the target class's softmax probability after each step; the score is its mean over
-the steps (area under the curve): lower is better for deletion, higher for insertion. The
-target is the true label. Samples are fresh draws of the models' data generators (held-out
+the steps (area under the curve): lower is better for deletion, higher for insertion, printed
+with standard errors and as per-sample differences to AttnLRP. The target is the true label. Samples are fresh draws of the models' data generators (held-out
 seeds).
 """
 from __future__ import annotations
@@ -106,13 +106,25 @@ def run(name: str, model, feeds, target, valid, baseline, options) -> None:
           f"mean target probability {probs[np.arange(len(target)), target].mean():.3f}")
     print("| method | deletion AUC (lower better) | insertion AUC (higher better) | insertion - deletion | s |")
     print("|---|---|---|---|---|")
+    results = {}
     for method in METHODS:
         t0 = time.time()
         s = scores(model, feeds, target, method, options, rng)
-        d, i = curves(model, feeds, target, s, valid, baseline)
-        se = lambda v: v.std(ddof=1) / np.sqrt(len(v))  # noqa: E731
+        d, i = results[method] = curves(model, feeds, target, s, valid, baseline)
         print(f"| {method} | {d.mean():.3f} ± {se(d):.3f} | {i.mean():.3f} ± {se(i):.3f} | "
               f"{(i - d).mean():.3f} ± {se(i - d):.3f} | {time.time() - t0:.0f} |", flush=True)
+    print("\nPaired, per sample, attnlrp minus the other (deletion: negative = attnlrp better; "
+          "insertion: positive = attnlrp better); mean ± standard error:")
+    print("| method | deletion | insertion |\n|---|---|---|")
+    d0, i0 = results["attnlrp"]
+    for method, (d, i) in results.items():
+        if method != "attnlrp":
+            print(f"| {method} | {(d0 - d).mean():+.3f} ± {se(d0 - d):.3f} | {(i0 - i).mean():+.3f} ± {se(i0 - i):.3f} |")
+
+
+def se(v: np.ndarray) -> float:
+    """The standard error of the mean."""
+    return float(v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def main() -> None:
