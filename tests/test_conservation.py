@@ -105,12 +105,10 @@ def measured(name: str) -> tuple[list[str], float, float]:
     return bad, max(r[5] for r in rows) / abs(f_t), float(rel.sum() / f_t)
 
 
-# LRN gets no LRP rule (kind "other": the plain gradient), which does not conserve.
-NO_LRN_RULE = pytest.mark.xfail(strict=True, reason="LRN keeps its gradient under the LRP composites")
 # Epsilon (1e-6) on the dense layers spreads relevance of both signs: sum |R| there is 15-60 |f_t|.
 EPSILON_MASS = pytest.mark.xfail(strict=True, reason="epsilon-LRP on the dense layers: sum |R| > 10 |f_t|")
-ZOO_BUDGET = [pytest.param(n, marks=[pytest.mark.slow] + ([NO_LRN_RULE] if n in ("bvlc_alexnet", "zfnet512", "inception_v1") else []))
-              for n in LIGHT]
+# LRN passes relevance (the LRP base map's Pass), so the zoo's LRN nets conserve too.
+ZOO_BUDGET = [pytest.param(n, marks=[pytest.mark.slow]) for n in LIGHT]
 MASS = [pytest.param(n, marks=[EPSILON_MASS] if n in ("jax_cnn_op23", "torch_vgg_op11") else [])
         for n in BUNDLED] + [
     pytest.param(n, marks=[pytest.mark.slow] + ([EPSILON_MASS] if n in ("bvlc_alexnet", "zfnet512", "vgg19") else []))
