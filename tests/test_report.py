@@ -69,7 +69,8 @@ def test_audit_report_object_and_schema(cnn_report):
     assert doc["data"]["n_inputs"] == 4 and len(doc["data"]["sample"]) == 3 and doc["data"]["layout"] == "NCHW"
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(doc))
     g = r.methods["gradient"]
-    assert g.attribution.shape == (3, 3, 16, 16)
+    assert g.attribution.shape == (2, 3, 16, 16)  # the maps of the heatmap samples only
+    assert (doc["engine"], doc["workers"], doc["retried_batches"], doc["failed"]) == ("local", 1, 0, [])
     assert set(g.checks) == {"randomization", "class_sensitivity"}
     assert g.randomization is not None and g.deletion is not None and g.sensitivity_n is not None
     # the gate 'randomization' gives one outcome per method, the method-specific one a single outcome
@@ -220,7 +221,7 @@ def test_progress_bar_is_written_to_a_stream():
     onnxattr.audit(path, data["input"], methods=["gradient"], analyses=["deletion"],
                    **dict(FAST, progress=stream))
     text = stream.getvalue()
-    assert "onnxattr audit [" in text and "2/2" in text and text.endswith("\n")
+    assert "onnxattr audit [" in text and "2/2" in text and text.endswith("\n")  # 1 batch x 2 steps
     quiet = Progress(3, stream=False)
     quiet.step()
     quiet.close()  # writes nothing, anywhere

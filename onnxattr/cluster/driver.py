@@ -18,12 +18,13 @@ from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 
-from ..errors import InputError, OptionError
+from ..errors import OptionError
 from . import shards
 from .progress import SampleProgress
 from .ray_import import import_ray
-from .sources import ImageOptions, Part, SampleReader, pick, scan
-from .worker import FAULT_ENV, ONE_THREAD, AttemptLog, BatchWorker, RunBatch
+from ..inputs import sample_indices
+from .sources import ImageOptions, SampleReader, sample_shape, scan
+from .worker import FAULT_ENV, ONE_THREAD, AttemptLog, BatchWorker, RunBatch, all_failed
 
 #: samples per batch: a batch is also the unit a dead worker's replacement runs again
 BATCH_SIZE = 16
@@ -88,7 +89,7 @@ def run(
     fault = _fault_batch()
     parts = scan(data, column)
     n_total = parts[-1].start + parts[-1].count
-    chosen = pick(n_total, sample, seed)
+    chosen = sample_indices(n_total, sample, seed)
     sources = ([f"array sha256 {hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()}"]
                if isinstance(data, np.ndarray) else [p.source for p in parts])
     manifest = {"model": os.path.abspath(model_path), "data": sources, "n_inputs": n_total,
@@ -103,7 +104,7 @@ def run(
     t1 = time.perf_counter()
     try:
         pool = _pool(ray, workers, load_options)
-        shape = _sample_shape(SampleReader(parts, images, column, data if isinstance(data, np.ndarray) else None), parts)
+        shape = sample_shape(SampleReader(parts, images, column, data if isinstance(data, np.ndarray) else None), parts)
         reader = SampleReader(parts, images, column, ray.put(data) if isinstance(data, np.ndarray) else None)
         bar = SampleProgress(len(chosen), len(chosen) - len(missing), progress)
         try:
@@ -119,14 +120,13 @@ def run(
     if lost:
         raise RuntimeError(f"the cluster run lost samples {lost[:10]}{' ...' if len(lost) > 10 else ''}")
     chosen_records = [records[int(i)] for i in chosen]
-    failed = [r for r in chosen_records if "failed" in r]
-    if len(failed) == len(chosen_records):
-        raise InputError(f"every one of the {len(failed)} samples failed; sample {failed[0]['index']}: {failed[0]['failed']}")
+    all_failed(chosen_records)
     report = assemble(chosen_records)
     info = {
         "engine": "ray", "workers": pool["workers"], "retried_batches": retried,
         "startup_seconds": startup, "seconds": time.perf_counter() - t1,
-        "computed": len(missing), "reused": len(chosen) - len(missing), "failed": len(failed),
+        "computed": len(missing), "reused": len(chosen) - len(missing),
+        "failed": sum("failed" in r for r in chosen_records),
         "pids": sorted({int(r["pid"]) for r in chosen_records}),
     }
     return report, info
@@ -173,14 +173,6 @@ def _pool(ray: Any, workers: int | None, load_options: dict[str, Any] | None) ->
     if n > capacity or n < 1:
         raise OptionError(f"workers={n}: the cluster has {capacity} {unit}s, one per worker")
     return {"workers": n, "remote": remote, "load_options": options}
-
-
-def _sample_shape(reader: SampleReader, parts: list[Part]) -> tuple[int, ...]:
-    """The shape every sample must have: that of the first sample of the data."""
-    first = reader.read([parts[0].start])[0]
-    if isinstance(first, str):
-        raise InputError(f"the first sample of the data cannot be read: {first}")
-    return tuple(first.shape)
 
 
 def _compute(ray: Any, model_path: str, run_batch: RunBatch, reader: SampleReader, shape: tuple[int, ...],

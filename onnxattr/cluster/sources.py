@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError, OptionError
-from ..inputs import IMAGE_SUFFIXES, load_array, load_image
-from ..layout import check_layout
+from .. import inputs
+from ..inputs import IMAGE_SUFFIXES, image_geometry, load_array, load_image
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -59,34 +59,17 @@ class ImageOptions:
                   std: Sequence[float] = (1.0,)) -> "ImageOptions":
         """The options :func:`onnxattr.inputs.load_batch` uses for a model input of
         ``input_shape``: resized to ``resize``, or to the input's spatial size where it is fixed."""
-        shape = tuple(input_shape) if input_shape is not None else (None, 3, None, None)
-        lay = check_layout(layout, shape)
-        spatial = shape[2:4] if lay == "NCHW" else shape[1:3]
-        channels = shape[1] if lay == "NCHW" else shape[3]
-        size = resize or (tuple(spatial) if all(isinstance(d, int) for d in spatial) else None)
-        return cls(size, tuple(mean), tuple(std), lay, channels if channels in (1, 3) else 3)
+        lay, size, channels = image_geometry(input_shape, layout, resize)
+        return cls(size, tuple(mean), tuple(std), lay, channels)
 
 
 def data_files(paths: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
-    """Files as given, folders expanded to their data files (sorted); InputError for a path that
-    does not exist, an empty folder, or a file of an unknown type."""
-    files: list[pathlib.Path] = []
-    for p in map(pathlib.Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in DATA_SUFFIXES)
-            if not found:
-                raise InputError(f"{p}: folder holds no data files ({', '.join(DATA_SUFFIXES)})")
-            files += found
-        elif p.is_file():
-            if p.suffix.lower() not in DATA_SUFFIXES:
-                raise InputError(f"{p}: unknown input type {p.suffix!r}; give {', '.join(DATA_SUFFIXES)}")
-            files.append(p)
-        elif p.exists():
-            raise InputError(f"{p}: not a file or folder")
-        else:
-            raise InputError(f"{p}: no such file or folder")
-    if not files:
-        raise InputError("no input files given")
+    """:func:`onnxattr.inputs.data_files` with Parquet files too; InputError for a given file of
+    an unknown type."""
+    files = inputs.data_files(paths, DATA_SUFFIXES)
+    for f in files:
+        if f.suffix.lower() not in DATA_SUFFIXES:
+            raise InputError(f"{f}: unknown input type {f.suffix!r}; give {', '.join(DATA_SUFFIXES)}")
     return files
 
 
@@ -158,12 +141,12 @@ def parquet_column(f: str | os.PathLike, names: Sequence[str], column: str | Non
     raise OptionError(f"{f} has columns {names}; name the one that holds the samples with column=")
 
 
-def pick(n: int, sample: int | None, seed: int) -> np.ndarray:
-    """The indices of the samples a run covers: all ``n``, or ``sample`` of them drawn with
-    ``seed`` (sorted) as the local audit draws them."""
-    if not sample or sample >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+def sample_shape(reader: "SampleReader", parts: Sequence[Part]) -> tuple[int, ...]:
+    """The shape every sample must have: that of the first sample of the data."""
+    first = reader.read([parts[0].start])[0]
+    if isinstance(first, str):
+        raise InputError(f"the first sample of the data cannot be read: {first}")
+    return tuple(first.shape)
 
 
 class SampleReader:
