@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import pathlib
 import subprocess
@@ -22,10 +23,11 @@ from PIL import Image
 import onnxattr
 from onnxattr import InputError, OptionError
 from onnxattr.cluster import ImageOptions, run, shards
-from onnxattr.cluster.sources import SampleReader, pick, scan
+from onnxattr.cluster.sources import SampleReader, scan
 from onnxattr.cluster.worker import FAULT_ENV
-from onnxattr.inputs import load_batch
+from onnxattr.inputs import load_batch, sample_indices
 from oracles import oracle
+from onnxattr.cli import main
 
 MLP, _ = oracle("mlp")
 N = 24
@@ -179,17 +181,74 @@ def _env() -> dict[str, str]:
                                                        os.environ.get("PYTHONPATH", "")]))
 
 
-def test_a_killed_worker_loses_nothing_and_counts_nothing_twice(ray_cluster, data: np.ndarray, local: dict,
-                                                               tmp_path: pathlib.Path, monkeypatch) -> None:
+# ---- the audit on the cluster -----------------------------------------------------------------
+CNN, CNN_DATA = oracle("cnn_bn")
+AUDIT = dict(methods=("gradient", "smoothgrad"), options={"smoothgrad": {"samples": 4}}, sample=0, curve_steps=4,
+             n_subsets=4, n_sizes=2, heatmaps=3, progress=False)
+#: what may differ between two runs of the same audit
+RUN_FIELDS = ("created", "seconds", "engine", "workers", "retried_batches")
+
+
+def audit_data() -> np.ndarray:
+    """12 images of the cnn_bn oracle (its 4, perturbed), sample 2 with a NaN."""
+    x = np.concatenate([CNN_DATA["input"] + 0.1 * k for k in range(3)]).astype(np.float32)
+    x[2, 1, 3, 3] = np.nan
+    return x
+
+
+@pytest.fixture(scope="module")
+def local_audit() -> dict:
+    """The local audit, in batches of 5 (the cluster runs batches of 4)."""
+    return onnxattr.audit(CNN, audit_data(), batch_size=5, **AUDIT).to_json()
+
+
+def same_report(a: dict, b: dict, where: str = "") -> None:
+    """Equal up to the run's own fields: numbers within relative 1e-5 (absolute 1e-7), NaN (null) equal."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            if k not in RUN_FIELDS:
+                same_report(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for k, (u, v) in enumerate(zip(a, b)):
+            same_report(u, v, f"{where}[{k}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert abs(a - b) <= 1e-7 + 1e-5 * abs(b), (where, a, b)
+    else:
+        assert a == b, (where, a, b)
+
+
+def shard_rows(out: pathlib.Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [r for f in sorted((out / "shards").glob("*.parquet"))
+            for r in pq.read_table(f, columns=["index", "pid", "attempt"]).to_pylist()]
+
+
+def test_the_audit_on_the_cluster_equals_the_local_audit(ray_cluster, local_audit: dict, tmp_path: pathlib.Path) -> None:
+    report = onnxattr.audit(CNN, audit_data(), engine="ray", workers=2, batch_size=4, out_dir=tmp_path, **AUDIT)
+    doc = report.to_json()
+    same_report(local_audit, doc)
+    assert (doc["engine"], doc["workers"], doc["retried_batches"]) == ("ray", 2, 0)
+    assert local_audit["engine"] == "local"
+    for d in (doc, local_audit):  # one failing sample: listed, left out, the audit goes on
+        assert [f["index"] for f in d["failed"]] == [2] and "NaN" in d["failed"][0]["reason"]
+        assert d["data"]["sample"] == [i for i in range(12) if i != 2]
+    rows = shard_rows(tmp_path)
+    assert sorted(r["index"] for r in rows) == list(range(12))
+    assert len({r["pid"] for r in rows} - {os.getpid()}) >= 2
+    assert json.loads((tmp_path / "report.json").read_text())["engine"] == "ray"
+
+
+def test_a_killed_worker_loses_nothing_and_counts_nothing_twice(ray_cluster, local_audit: dict, tmp_path: pathlib.Path,
+                                                               monkeypatch) -> None:
     monkeypatch.setenv(FAULT_ENV, "2")  # the run's second batch kills its worker, once
-    calls = tmp_path / "calls"
-    records, info = run(MLP, data, tmp_path / "out", batch_fn(calls), list, workers=2, batch_size=4, progress=False)
-    assert [r["index"] for r in records] == list(range(N))
-    ok = [r for r in records if "failed" not in r]
-    np.testing.assert_allclose(np.stack([r["gradient"] for r in ok]), local["gradient"], rtol=1e-5, atol=1e-7)
-    assert info["retried_batches"] >= 1
-    assert max(r["attempt"] for r in records) >= 2
-    assert set(calls_of(calls)) == {i for i in range(N) if i != 5}
+    doc = onnxattr.audit(CNN, audit_data(), engine="ray", workers=2, batch_size=4, out_dir=tmp_path, **AUDIT).to_json()
+    same_report(local_audit, doc)  # every sample with the local values, none twice
+    assert doc["retried_batches"] >= 1
+    rows = shard_rows(tmp_path)
+    assert sorted(r["index"] for r in rows) == list(range(12)) and max(r["attempt"] for r in rows) == 2
 
 
 def test_every_sample_failing_is_an_error(ray_cluster, tmp_path: pathlib.Path) -> None:
@@ -210,6 +269,14 @@ def test_without_ray_it_says_how_to_install_it(data: np.ndarray, tmp_path: pathl
         run(MLP, data, tmp_path / "out", batch_fn(tmp_path / "calls"), list)
 
 
+def test_the_cli_says_how_to_install_ray(tmp_path: pathlib.Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["audit", str(MLP), "--data", str(tmp_path), "--ray", "--out", str(tmp_path / "out")]) == 2
+    assert "pip install 'onnxattr[ray]'" in capsys.readouterr().err
+    assert main(["audit", str(MLP), "--data", str(tmp_path), "--resume"]) == 2
+    assert "add --ray" in capsys.readouterr().err
+
+
 def test_the_library_does_not_import_ray() -> None:
     code = "import sys, onnxattr, onnxattr.cluster; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env=_env())
@@ -228,7 +295,7 @@ def test_samples_are_numbered_across_array_files_and_drawn_as_the_audit_draws(da
     clean = np.nan_to_num(data)
     report = onnxattr.audit(MLP, clean, methods=("gradient",), analyses=("alignment",), sample=5, seed=3,
                             heatmaps=0, progress=False)
-    assert report.data["sample"] == pick(N, 5, 3).tolist()
+    assert report.data["sample"] == sample_indices(N, 5, 3).tolist()
 
 
 def test_image_files_read_as_the_local_engine_reads_them(tmp_path: pathlib.Path) -> None:

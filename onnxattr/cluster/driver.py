@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import time
+import warnings
 from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
@@ -191,16 +192,9 @@ def _compute(ray: Any, model_path: str, run_batch: RunBatch, reader: SampleReade
     # one block per batch, each handed whole to a worker: a block is what runs again when its
     # worker dies
     blocks = -(-len(missing) // batch_size)
-    ds = ray.data.from_items([{"index": int(i)} for i in missing], override_num_blocks=blocks).map_batches(
-        BatchWorker,
-        fn_constructor_kwargs=dict(model_path=model_path, run_batch=run_batch, reader=reader, sample_shape=shape,
-                                   log=log, load_options=pool["load_options"]),
-        compute=ray.data.ActorPoolStrategy(size=pool["workers"], max_tasks_in_flight_per_actor=1),
-        batch_size=None,
-        batch_format="numpy",
-        max_task_retries=MAX_RETRIES,
-        **pool["remote"],
-    )
+    with warnings.catch_warnings():  # max_task_retries has no named parameter yet (Ray 2.60)
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = _dataset(ray, missing, blocks, model_path, run_batch, reader, shape, log, pool)
     n = shards.next_number(out)
     try:
         try:
@@ -218,6 +212,21 @@ def _compute(ray: Any, model_path: str, run_batch: RunBatch, reader: SampleReade
         return int(ray.get(log.retried_batches.remote()))
     finally:
         ray.kill(log)
+
+
+def _dataset(ray: Any, missing: np.ndarray, blocks: int, model_path: str, run_batch: RunBatch, reader: SampleReader,
+             shape: tuple[int, ...], log: Any, pool: dict[str, Any]) -> Any:
+    """The samples' indices as a Dataset of ``blocks`` blocks, mapped through the actor pool."""
+    return ray.data.from_items([{"index": int(i)} for i in missing], override_num_blocks=blocks).map_batches(
+        BatchWorker,
+        fn_constructor_kwargs=dict(model_path=model_path, run_batch=run_batch, reader=reader, sample_shape=shape,
+                                   log=log, load_options=pool["load_options"]),
+        compute=ray.data.ActorPoolStrategy(size=pool["workers"], max_tasks_in_flight_per_actor=1),
+        batch_size=None,
+        batch_format="numpy",
+        max_task_retries=MAX_RETRIES,
+        **pool["remote"],
+    )
 
 
 def _row(index: Any, pid: Any, attempt: Any, record: bytes) -> dict[str, Any]:
