@@ -26,7 +26,7 @@ from ..model import Model
 from .metrics import plain
 from .progress import Progress
 from .results import AuditReport, MethodResult
-from .run import AuditPlan, _given_targets, assemble, run_method
+from .run import AuditPlan, given_targets, assemble, run_method
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class AuditJob:
         reader = SampleReader(parts, images, None, data if isinstance(data, np.ndarray) else None)
         shape = sample_shape(reader, parts)
         lay = check_layout(layout, (1, *shape)) if len(shape) == 3 else None
-        given = _given_targets(model, target, n_total, chosen, len(chosen))
+        given = given_targets(model, target, n_total, chosen, len(chosen))
         batch = BatchAudit(plan, lay, chosen, given, frozenset(int(i) for i in chosen[:plan.heatmaps]))
         return cls(model, source, plan, data, parts, reader, shape, batch, started)
 

@@ -327,8 +327,10 @@ def audit(
 
     Args:
         model_or_path: a loaded :class:`~onnxattr.model.Model` or a path to an ``.onnx`` file.
-        data: a float32 batch, or paths: ``.npy``/``.npz`` batches, image files, or folders of
-            them (images are preprocessed with ``layout``, ``resize`` (H, W), ``mean``, ``std``).
+        data: a float32 batch, or paths: ``.npy``/``.npz`` batches, image files, Parquet files
+            with an array or image column, or folders of them (images are preprocessed with
+            ``layout``, ``resize`` (H, W), ``mean``, ``std``). Samples are read by index, only
+            those of the sample.
         methods: method names (see :func:`onnxattr.methods`); ``options`` maps a method name to
             its options.
         target: None (each input's argmax), an int, or one int per input of ``data``.
@@ -386,7 +388,7 @@ def audit(
     return report
 
 
-def _given_targets(model: Model, target: Any, n_total: int, picked: np.ndarray, n: int) -> np.ndarray | None:
+def given_targets(model: Model, target: Any, n_total: int, picked: np.ndarray, n: int) -> np.ndarray | None:
     """The given target for the sampled inputs (one per input of the data is sampled with them)."""
     if target is None:
         return None
