@@ -136,7 +136,7 @@ def data_files(paths: Sequence[str | os.PathLike], suffixes: Sequence[str] = DAT
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
             if not found:
-                raise InputError(f"{p}: folder holds no data files ({', '.join(suffixes)})")
+                raise InputError(f"{p}: folder holds no images or data files ({', '.join(suffixes)})")
             files += found
         elif p.is_file():
             files.append(p)

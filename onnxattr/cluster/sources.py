@@ -34,12 +34,14 @@ NPY_MAGIC = b"\x93NUMPY"
 @dataclass(frozen=True)
 class Part:
     """A run of consecutive samples from one source: ``kind`` is "array" (the in-memory batch),
-    "npy", "npz", "image" or "parquet"; its samples have the indices start .. start + count - 1."""
+    "npy", "npz", "image" or "parquet"; its samples have the indices start .. start + count - 1;
+    ``shape``: the shape of a batch (array kinds; None for the others)."""
 
     source: str
     kind: str
     start: int
     count: int
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,23 +81,28 @@ def scan(data: np.ndarray | str | os.PathLike | Sequence[str | os.PathLike],
     if isinstance(data, np.ndarray):
         if data.ndim == 0 or data.shape[0] == 0:
             raise InputError(f"the data holds no inputs (shape {data.shape})")
-        return [Part("array", "array", 0, int(data.shape[0]))]
+        return [Part("array", "array", 0, int(data.shape[0]), tuple(data.shape))]
     paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     parts, start = [], 0
     for f in data_files(paths):
-        kind, count = _count(f, column)
+        kind, count, shape = _count(f, column)
         if count:
-            parts.append(Part(os.path.abspath(f), kind, start, count))
+            parts.append(Part(os.path.abspath(f), kind, start, count, shape))
             start += count
     if not start:
         raise InputError(f"the data holds no inputs: {', '.join(map(str, paths))}")
+    batches = [p for p in parts if p.shape is not None]
+    for p in batches:  # a whole file of other samples is the data's mistake, not a sample's
+        if p.shape[1:] != batches[0].shape[1:]:
+            raise InputError(f"{p.source}: holds shape {p.shape}, which does not stack with {batches[0].source} "
+                             f"(shape {batches[0].shape}) into one batch; give only the input files")
     return parts
 
 
-def _count(f: pathlib.Path, column: str | None) -> tuple[str, int]:
+def _count(f: pathlib.Path, column: str | None) -> tuple[str, int, tuple[int, ...] | None]:
     suffix = f.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return "image", 1
+        return "image", 1, None
     if suffix in PARQUET_SUFFIXES:
         import pyarrow.parquet as pq
 
@@ -104,14 +111,14 @@ def _count(f: pathlib.Path, column: str | None) -> tuple[str, int]:
         except (OSError, ValueError) as e:
             raise InputError(f"{f}: cannot read as Parquet: {e}") from e
         parquet_column(f, pf.schema_arrow.names, column)
-        return "parquet", pf.metadata.num_rows
+        return "parquet", pf.metadata.num_rows, None
     if suffix == ".npy":
         a = _open_npy(f)
     else:
         a = load_array(f)
     if a.ndim == 0:
         raise InputError(f"{f}: holds a scalar, not a batch of samples")
-    return suffix[1:], int(a.shape[0])
+    return suffix[1:], int(a.shape[0]), tuple(a.shape)
 
 
 def _open_npy(f: pathlib.Path) -> np.ndarray:
