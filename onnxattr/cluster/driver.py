@@ -70,7 +70,8 @@ def run(
         address: a Ray cluster's address; None: the running cluster (``ray.init`` already
             called, or ``RAY_ADDRESS``/a cluster started with ``ray start``), else a local
             cluster of ``workers`` CPUs (all CPUs when None).
-        workers: actors in the pool (default: one per GPU, else one per CPU of the cluster).
+        workers: actors in the pool (default: one per GPU, else one per CPU of the cluster, and
+            at most one per batch).
         resume: keep the shards of an interrupted run of the same settings and compute only the
             samples they lack; without it the shards are cleared first.
         seed, sample: ``sample`` samples drawn with ``seed`` (None: all), as the local audit does.
@@ -104,7 +105,7 @@ def run(
     startup = time.perf_counter() - t0
     t1 = time.perf_counter()
     try:
-        pool = _pool(ray, workers, load_options)
+        pool = _pool(ray, workers, load_options, -(-len(missing) // batch_size))
         shape = sample_shape(SampleReader(parts, images, column, data if isinstance(data, np.ndarray) else None), parts)
         reader = SampleReader(parts, images, column, ray.put(data) if isinstance(data, np.ndarray) else None)
         bar = SampleProgress(len(chosen), len(chosen) - len(missing), progress)
@@ -157,7 +158,7 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
     return True
 
 
-def _pool(ray: Any, workers: int | None, load_options: dict[str, Any] | None) -> dict[str, Any]:
+def _pool(ray: Any, workers: int | None, load_options: dict[str, Any] | None, batches: int) -> dict[str, Any]:
     """The actor pool's size and each actor's resources: one GPU each where the cluster has GPUs
     (the model on "cuda"), else one CPU each with one thread."""
     resources = ray.cluster_resources()
@@ -170,7 +171,7 @@ def _pool(ray: Any, workers: int | None, load_options: dict[str, Any] | None) ->
     else:
         remote = {"num_cpus": 1, "runtime_env": {"env_vars": dict(ONE_THREAD)}}
         capacity, unit = cpus, "CPU"
-    n = workers or capacity
+    n = workers or max(1, min(capacity, batches))  # no idle actors by default: at most one per batch
     if n > capacity or n < 1:
         raise OptionError(f"workers={n}: the cluster has {capacity} {unit}s, one per worker")
     return {"workers": n, "remote": remote, "load_options": options}

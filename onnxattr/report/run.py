@@ -352,7 +352,8 @@ def audit(
         address: the Ray cluster's address; None: the running cluster, else a local one.
         resume: (ray) keep the shards in ``out_dir`` of an interrupted run of the same audit
             and compute only the samples they lack; without it old shards are cleared.
-        workers: (ray) processes in the pool (default: one per GPU, else one per CPU).
+        workers: (ray) processes in the pool (default: one per GPU, else one per CPU, at most
+            one per batch).
         batch_size: samples per batch (a batch is what a worker runs at once, and what runs
             again after a worker died); the values do not depend on it.
 
