@@ -187,6 +187,8 @@ def test_audit_argument_errors():
         onnxattr.audit(path, x, methods=["gradientt"], **FAST)
     with pytest.raises(OptionError, match="method 'lrp.epsilon_gamma_box'"):
         onnxattr.audit(path, x, methods=["lrp.epsilon_gamma_box"], **FAST)
+    with pytest.raises(OptionError, match="seed must be a non-negative int"):
+        onnxattr.audit(path, x, **dict(FAST, seed=-1))
     with pytest.raises(InputError, match="no such file"):
         onnxattr.audit(path, "missing.npz", **FAST)
     with pytest.raises(InputError, match="expects 2 dims"):
@@ -316,6 +318,8 @@ def test_a_method_run_on_two_batches_and_merged_equals_one_run():
     assert parts.to_json()["spectrum"]["power"] == pytest.approx(whole.to_json()["spectrum"]["power"], rel=1e-6)
     other = run_method(model, x, targets, "smoothgrad", plan, "NCHW", indices=idx + 1)  # other samples, other draws
     assert not np.allclose(other.attribution, whole.attribution)
+    assert validate(["smoothgrad"], seed=7).options["smoothgrad"]["seed"] == 7  # the audit seed, unless given
+    assert validate(["smoothgrad"], {"smoothgrad": {"seed": 2}}, seed=7).options["smoothgrad"]["seed"] == 2
 
 
 def test_rows_hold_per_sample_values_and_maps_only_where_kept():

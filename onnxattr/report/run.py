@@ -80,7 +80,10 @@ def validate(methods: Sequence[str], options: dict[str, dict[str, Any]] | None =
     extra = sorted(set(options) - set(methods))
     if extra:
         raise OptionError(f"options given for {extra}, which are not among the audited methods {list(methods)}")
-    resolved = {m: resolve_options(lookup(m), options.get(m, {})) for m in methods}
+    seed = params.get("seed", 0)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise OptionError(f"seed must be a non-negative int, got {seed!r}")
+    resolved = {m: _resolved(m, options.get(m, {}), seed) for m in methods}
     parsed = tuple(g if isinstance(g, Gate) else Gate.parse(g) for g in gates)
     for g in parsed:
         if g.method is not None and g.method not in methods:
@@ -100,6 +103,16 @@ def validate(methods: Sequence[str], options: dict[str, dict[str, Any]] | None =
     if params.get("runtime", "onnxruntime") not in faithfulness.RUNTIMES:
         raise OptionError(f"unknown runtime {params['runtime']!r}; choose one of {faithfulness.RUNTIMES}")
     return AuditPlan(methods, resolved, tuple(a for a in ANALYSES if a in analyses), parsed, **params)
+
+
+def _resolved(method: str, given: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The method's options; a method with a ``seed`` option (SmoothGrad) that was not given one
+    takes the audit's, so the audit seed fixes its draws too."""
+    entry = lookup(method)
+    opts = resolve_options(entry, given)
+    if "seed" in opts and "seed" not in given:
+        opts = resolve_options(entry, {**given, "seed": seed})
+    return opts
 
 
 def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan: AuditPlan,
