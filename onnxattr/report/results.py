@@ -126,8 +126,9 @@ class MethodResult:
         """Per sample, its values as plain data (numbers, strings, lists, dicts, arrays): what a
         worker sends back and a shard stores. The map itself (``map``) only where ``keep`` is
         true (the heatmap samples), so that the records of a large run fit in memory;
-        randomization's maps of the original model (``original``, ``maps``) are never kept.
-        :meth:`from_rows` is the inverse."""
+        randomization's maps of the original model (``original``, ``maps``) are never kept, and
+        what all samples share (layers, curve fractions, subset sizes, frequencies) is in the
+        first row only. :meth:`from_rows` is the inverse."""
         n = len(self.attribution)
         keep = [False] * n if keep is None else list(keep)
         out = []
@@ -137,14 +138,14 @@ class MethodResult:
                 row["map"] = self.attribution[i]
             for key, axes in PER_SAMPLE.items():
                 obj = getattr(self, key)
-                if obj is not None:
+                if obj is not None:  # the fields shared by all samples only in the first row
                     row[key] = {f.name: _one(getattr(obj, f.name), axes.get(f.name), i)
-                                for f in dataclasses.fields(obj) if f.name not in NOT_KEPT}
+                                for f in dataclasses.fields(obj) if f.name not in NOT_KEPT and (i == 0 or f.name in axes)}
             if self.alignment is not None:
                 row["alignment"] = self.alignment[i:i + 1]
             if self.spectrum is not None:
-                row["spectrum"] = {"frequencies": self.spectrum[0], "power": self.spectrum[1][i:i + 1],
-                                   "high_fraction": self.high_fraction[i:i + 1]}
+                row["spectrum"] = {"power": self.spectrum[1][i:i + 1], "high_fraction": self.high_fraction[i:i + 1],
+                                   **({"frequencies": self.spectrum[0]} if i == 0 else {})}
             out.append(row)
         return out
 
@@ -158,7 +159,7 @@ class MethodResult:
         for key, axes in PER_SAMPLE.items():
             if rows and key in rows[0]:
                 kind = ANALYSIS_TYPES[key]
-                first = rows[0][key]
+                first = _shared(rows, key, [f.name for f in dataclasses.fields(kind) if f.name not in axes])
                 values = {f.name: None if f.name in NOT_KEPT else
                           _joined([row[key][f.name] for row in rows], axes[f.name]) if f.name in axes
                           else first.get(f.name) for f in dataclasses.fields(kind)}
@@ -168,7 +169,8 @@ class MethodResult:
         if rows and "alignment" in rows[0]:
             r.alignment = np.concatenate([row["alignment"] for row in rows])
         if rows and "spectrum" in rows[0]:
-            r.spectrum = (rows[0]["spectrum"]["frequencies"], np.concatenate([row["spectrum"]["power"] for row in rows]))
+            r.spectrum = (_shared(rows, "spectrum", ["frequencies"])["frequencies"],
+                          np.concatenate([row["spectrum"]["power"] for row in rows]))
             r.high_fraction = np.concatenate([row["spectrum"]["high_fraction"] for row in rows])
         return r
 
@@ -233,6 +235,14 @@ def _joined(values: list[Any], axis: int) -> Any:
     if isinstance(values[0], list):
         return [x for v in values for x in v]
     return np.concatenate(values, axis=axis)
+
+
+def _shared(rows: Sequence[dict[str, Any]], key: str, names: list[str]) -> dict[str, Any]:
+    """The first row's ``key`` entry that holds the fields shared by all samples (``names``):
+    :meth:`MethodResult.rows` writes them in the first row of each batch only."""
+    if not names:
+        return rows[0][key]
+    return next(row[key] for row in rows if names[0] in row[key])
 
 
 def _reasons(result: Any) -> list[str]:
