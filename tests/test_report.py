@@ -187,6 +187,12 @@ def test_audit_argument_errors():
         onnxattr.audit(path, x, methods=["gradientt"], **FAST)
     with pytest.raises(OptionError, match="method 'lrp.epsilon_gamma_box'"):
         onnxattr.audit(path, x, methods=["lrp.epsilon_gamma_box"], **FAST)
+    with pytest.raises(OptionError, match="engine must be 'local' or 'ray'"):
+        onnxattr.audit(path, x, engine="spark", **FAST)
+    with pytest.raises(OptionError, match="give engine='ray'"):
+        onnxattr.audit(path, x, resume=True, **FAST)
+    with pytest.raises(OptionError, match="needs the model as a path"):
+        onnxattr.audit(onnxattr.load(path), x, engine="ray", out_dir="unused", **FAST)
     with pytest.raises(OptionError, match="seed must be a non-negative int"):
         onnxattr.audit(path, x, **dict(FAST, seed=-1))
     with pytest.raises(InputError, match="no such file"):
