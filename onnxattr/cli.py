@@ -272,7 +272,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, description=AUDIT_HELP, epilog=_gate_help())
     add_model_args(a)
     a.add_argument("--data", nargs="+", required=True, metavar="PATH",
-                   help="a .npy/.npz batch, image files, or folders of images")
+                   help="a .npy/.npz batch, image files, Parquet files (an array or image column), or folders of them")
     a.add_argument("--method", action="append", metavar="M",
                    help=f"a method to audit (repeatable; default: {' '.join(DEFAULT_METHODS)})")
     a.add_argument("-O", "--option", action="append", default=[], metavar="[METHOD:]NAME=VALUE",

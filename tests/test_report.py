@@ -189,6 +189,8 @@ def test_audit_argument_errors():
         onnxattr.audit(path, x, methods=["lrp.epsilon_gamma_box"], **FAST)
     with pytest.raises(OptionError, match="engine must be 'local' or 'ray'"):
         onnxattr.audit(path, x, engine="spark", **FAST)
+    with pytest.raises(OptionError, match="batch_size must be a positive int"):
+        onnxattr.audit(path, x, batch_size=0, **FAST)
     with pytest.raises(OptionError, match="give engine='ray'"):
         onnxattr.audit(path, x, resume=True, **FAST)
     with pytest.raises(OptionError, match="needs the model as a path"):

@@ -383,6 +383,8 @@ def audit(
                     randomization_threshold=randomization_threshold, class_threshold=class_threshold)
     if engine not in ("local", "ray"):
         raise OptionError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise OptionError(f"batch_size must be a positive int, got {batch_size!r}")
     if engine == "local" and (resume or workers is not None or address is not None):
         raise OptionError("address, workers and resume belong to a cluster run: give engine='ray'")
     if engine == "ray" and (isinstance(model_or_path, Model) or out_dir is None):
