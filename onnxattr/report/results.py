@@ -266,6 +266,7 @@ class AuditReport:
     settings: dict[str, Any]
     methods: dict[str, MethodResult]
     gates: list[GateOutcome]
+    #: the inputs of the heatmap rows (the first ``heatmaps`` samples that did not fail)
     x: np.ndarray
     #: relative path -> RGB uint8 image; written by :meth:`write`
     images: dict[str, np.ndarray] = field(default_factory=dict)
