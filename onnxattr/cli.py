@@ -31,6 +31,7 @@ from .graph import op_support, read_model
 from .layout import check_layout
 from .text import escape_text
 from .attribution.registry import lookup, plan_of
+from .cluster.ray_import import import_ray
 from .inputs import read_inputs
 from .report import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, Progress, audit
 from .report.run import producer
@@ -207,6 +208,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for n in names:
         lookup(n)
     gates = list(args.fail_on) + list(args.gate)
+    if args.ray is not None:
+        import_ray()  # without Ray: how to install it, before any work
+    elif args.resume or args.workers is not None:
+        raise OptionError("--resume and --workers belong to a cluster run: add --ray [ADDRESS]")
     report = audit(
         args.model, args.data, methods=names, target=args.target, sample=args.sample, heatmaps=args.heatmaps,
         gates=gates, progress=not args.quiet, options=method_options(args.option, names),
@@ -215,8 +220,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         randomization_threshold=args.randomization_threshold, class_threshold=args.class_threshold,
         layout=args.layout, resize=tuple(args.resize) if args.resize else None, mean=args.mean, std=args.std,
         device=args.device, input_name=args.input_name, output_name=args.output_name,
+        engine="local" if args.ray is None else "ray", address=args.ray or None, resume=args.resume,
+        workers=args.workers, batch_size=args.batch_size, out_dir=args.out,
     )
-    paths = report.write(args.out)
+    paths = {"html": pathlib.Path(args.out) / "report.html", "json": pathlib.Path(args.out) / "report.json"}
     if not args.quiet:
         print(report.summary())
         print(f"wrote {paths['html']} and {paths['json']}")
@@ -265,7 +272,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, description=AUDIT_HELP, epilog=_gate_help())
     add_model_args(a)
     a.add_argument("--data", nargs="+", required=True, metavar="PATH",
-                   help="a .npy/.npz batch, image files, or folders of images")
+                   help="a .npy/.npz batch, image files, Parquet files (an array or image column), or folders of them")
     a.add_argument("--method", action="append", metavar="M",
                    help=f"a method to audit (repeatable; default: {' '.join(DEFAULT_METHODS)})")
     a.add_argument("-O", "--option", action="append", default=[], metavar="[METHOD:]NAME=VALUE",
@@ -289,6 +296,14 @@ def parser() -> argparse.ArgumentParser:
                    help="forward passes of the perturbation metrics (default onnxruntime)")
     a.add_argument("--seed", type=int, default=0, help="seed of the sample, subsets and random weights")
     a.add_argument("--out", default="audit", help="output folder (default: audit)")
+    a.add_argument("--batch-size", type=int, default=16,
+                   help="samples computed together (default 16); the values do not depend on it")
+    a.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run on a Ray cluster: the one at ADDRESS, else the running one, else a local one "
+                        "(pip install 'onnxattr[ray]'); per-sample results go to OUT/shards")
+    a.add_argument("--workers", type=int, help="with --ray: workers in the pool (default: one per GPU, else per CPU)")
+    a.add_argument("--resume", action="store_true",
+                   help="with --ray: continue an interrupted run from OUT/shards, computing only missing samples")
     a.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar and no summary; failing gates are still printed on stderr")
     add_input_args(a)

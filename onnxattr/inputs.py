@@ -84,6 +84,19 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None, mean: Sequ
     return np.moveaxis(x, -1, 0) if layout == "NCHW" else x
 
 
+def image_geometry(input_shape: Sequence[int | None] | None, layout: str | None = None,
+                   size: tuple[int, int] | None = None) -> tuple[str, tuple[int, int] | None, int]:
+    """How an image becomes a sample of a model input of ``input_shape``: (layout, size (H, W)
+    to resize to: ``size``, or the input's spatial size where it is fixed, else None; channels,
+    1 or 3)."""
+    shape = tuple(input_shape) if input_shape is not None else (None, 3, None, None)
+    lay = check_layout(layout, shape)
+    spatial = shape[2:4] if lay == "NCHW" else shape[1:3]
+    channels = shape[1] if lay == "NCHW" else shape[3]
+    want = size or (tuple(spatial) if all(isinstance(d, int) for d in spatial) else None)
+    return lay, want, channels if channels in (1, 3) else 3
+
+
 def load_batch(paths: Sequence[str | os.PathLike], input_shape: Sequence[int | None] | None,
                layout: str | None = None, size: tuple[int, int] | None = None,
                mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> np.ndarray:
@@ -98,12 +111,8 @@ def load_batch(paths: Sequence[str | os.PathLike], input_shape: Sequence[int | N
         if suffix in (".npy", ".npz"):
             parts.append(np.asarray(load_array(p), dtype=np.float32))
         elif suffix in IMAGE_SUFFIXES:
-            shape = tuple(input_shape) if input_shape is not None else (None, 3, None, None)
-            lay = check_layout(layout, shape)
-            spatial = shape[2:4] if lay == "NCHW" else shape[1:3]
-            channels = shape[1] if lay == "NCHW" else shape[3]
-            want = size or (tuple(spatial) if all(isinstance(d, int) for d in spatial) else None)
-            parts.append(load_image(p, want, mean, std, lay, channels if channels in (1, 3) else 3)[None])
+            lay, want, channels = image_geometry(input_shape, layout, size)
+            parts.append(load_image(p, want, mean, std, lay, channels)[None])
         else:
             raise InputError(f"{p}: unknown input type {suffix!r}; give .npy, .npz or an image ({', '.join(IMAGE_SUFFIXES)})")
     if not parts:
@@ -118,15 +127,16 @@ def load_batch(paths: Sequence[str | os.PathLike], input_shape: Sequence[int | N
 DATA_SUFFIXES = (".npy", ".npz") + IMAGE_SUFFIXES
 
 
-def data_files(paths: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
-    """The files named by ``paths``: files as given, folders expanded to their images and
-    .npy/.npz files (sorted). InputError for a path that does not exist or an empty folder."""
+def data_files(paths: Sequence[str | os.PathLike], suffixes: Sequence[str] = DATA_SUFFIXES) -> list[pathlib.Path]:
+    """The files named by ``paths``: files as given, folders expanded to their files of
+    ``suffixes`` (default: images and .npy/.npz files; sorted). InputError for a path that does
+    not exist or a folder without such files."""
     files: list[pathlib.Path] = []
     for p in map(pathlib.Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in DATA_SUFFIXES)
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
             if not found:
-                raise InputError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)}) or .npy/.npz files")
+                raise InputError(f"{p}: folder holds no images or data files ({', '.join(suffixes)})")
             files += found
         elif p.is_file():
             files.append(p)

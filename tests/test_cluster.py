@@ -1,6 +1,6 @@
-"""onnxattr.cluster: the per-sample work on a Ray cluster (one local cluster of 2 CPUs shared by
-the module), checked against the same work done in this process; the readers of every input
-kind against onnxattr.inputs; the shards, resume, a killed worker, and failing samples.
+"""onnxattr.cluster: the audit on a Ray cluster (one local cluster of 2 CPUs shared by the module)
+checked against the local audit, with a failing sample, a killed worker and a killed driver
+resumed; the readers of every input kind against onnxattr.inputs; the shards and the manifest.
 
 Ray is a test requirement (``.ci/run`` installs ``.[test,ray]``): without it the cluster tests
 fail, they do not skip.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import pathlib
 import subprocess
@@ -22,10 +23,11 @@ from PIL import Image
 import onnxattr
 from onnxattr import InputError, OptionError
 from onnxattr.cluster import ImageOptions, run, shards
-from onnxattr.cluster.sources import SampleReader, pick, scan
+from onnxattr.cluster.sources import SampleReader, scan
 from onnxattr.cluster.worker import FAULT_ENV
-from onnxattr.inputs import load_batch
+from onnxattr.inputs import load_batch, sample_indices
 from oracles import oracle
+from onnxattr.cli import main
 
 MLP, _ = oracle("mlp")
 N = 24
@@ -43,16 +45,8 @@ def run_batch(model: onnxattr.Model, samples: dict, indices: np.ndarray, calls: 
              "meta": {"norm": float(np.linalg.norm(a[i])), "ok": True}} for i in range(len(x))]
 
 
-def calls_of(path: pathlib.Path) -> list[int]:
-    return [int(v) for line in path.read_text().split("\n") if line for v in line.split()]
-
-
 def batch_fn(calls: pathlib.Path) -> functools.partial:
     return functools.partial(run_batch, calls=str(calls))
-
-
-def by_index(records: list[dict]) -> dict[int, dict]:
-    return {r["index"]: r for r in records}
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +54,6 @@ def data() -> np.ndarray:
     x = np.random.default_rng(0).normal(size=(N, 64)).astype(np.float32)
     x[5, 7] = np.nan  # fails on its own account
     return x
-
-
-@pytest.fixture(scope="module")
-def local(data: np.ndarray) -> dict[str, np.ndarray]:
-    """The same work in this process, on the good samples."""
-    model = onnxattr.load(MLP)
-    good = np.isfinite(data).all(axis=1)
-    return {"good": good, "logits": model(data[good]),
-            "gradient": onnxattr.attribute(model, data[good], target=None, method="gradient")}
 
 
 @pytest.fixture(scope="module")
@@ -82,76 +67,102 @@ def ray_cluster():
     ray.shutdown()
 
 
+def _env() -> dict[str, str]:
+    """The environment of a child python that imports this checkout's onnxattr."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(pathlib.Path(onnxattr.__file__).parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+
+
+# ---- the audit on the cluster -----------------------------------------------------------------
+CNN, CNN_DATA = oracle("cnn_bn")
+AUDIT = dict(methods=("smoothgrad",), options={"smoothgrad": {"samples": 4}}, sample=0, curve_steps=4,
+             n_subsets=4, n_sizes=2, heatmaps=3, progress=False)
+#: what may differ between two runs of the same audit
+RUN_FIELDS = ("created", "seconds", "engine", "workers", "retried_batches")
+
+
+def audit_data() -> np.ndarray:
+    """12 images of the cnn_bn oracle (its 4, perturbed), sample 2 with a NaN."""
+    x = np.concatenate([CNN_DATA["input"] + 0.1 * k for k in range(3)]).astype(np.float32)
+    x[2, 1, 3, 3] = np.nan
+    return x
+
+
 @pytest.fixture(scope="module")
-def first_run(ray_cluster, data: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The data as two .npy shards, run on 2 workers in batches of 4."""
-    d = tmp_path_factory.mktemp("cluster")
-    (d / "data").mkdir()
-    np.save(d / "data" / "a.npy", data[:10])
-    np.save(d / "data" / "b.npy", data[10:])
+def local_audit() -> dict:
+    """The local audit, in batches of 5 (the cluster runs batches of 4)."""
+    return onnxattr.audit(CNN, audit_data(), batch_size=5, **AUDIT).to_json()
+
+
+def same_report(a: dict, b: dict, where: str = "") -> None:
+    """Equal up to the run's own fields: numbers within relative 1e-5 (absolute 1e-7), NaN (null) equal."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            if k not in RUN_FIELDS:
+                same_report(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for k, (u, v) in enumerate(zip(a, b)):
+            same_report(u, v, f"{where}[{k}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert abs(a - b) <= 1e-7 + 1e-5 * abs(b), (where, a, b)
+    else:
+        assert a == b, (where, a, b)
+
+
+def shard_rows(out: pathlib.Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [r for f in sorted((out / "shards").glob("*.parquet"))
+            for r in pq.read_table(f, columns=["index", "pid", "attempt"]).to_pylist()]
+
+
+def test_the_audit_on_the_cluster_equals_the_local_audit(ray_cluster, local_audit: dict, tmp_path: pathlib.Path) -> None:
+    import pyarrow.parquet as pq
+
     bar = io.StringIO()
-    records, info = run(MLP, d / "data", d / "out", batch_fn(d / "calls"), list, workers=2, batch_size=4, progress=bar)
-    return dict(dir=d, records=records, info=info, calls=calls_of(d / "calls"), bar=bar.getvalue())
+    report = onnxattr.audit(CNN, audit_data(), engine="ray", workers=2, batch_size=2, out_dir=tmp_path,
+                            **dict(AUDIT, progress=bar))
+    doc = report.to_json()
+    same_report(local_audit, doc)
+    assert (doc["engine"], doc["workers"], doc["retried_batches"]) == ("ray", 2, 0)
+    assert local_audit["engine"] == "local"
+    for d in (doc, local_audit):  # one failing sample: listed, left out, the audit goes on
+        assert [f["index"] for f in d["failed"]] == [2] and "NaN" in d["failed"][0]["reason"]
+        assert d["data"]["sample"] == [i for i in range(12) if i != 2]
+    files = sorted((tmp_path / "shards").glob("*.parquet"))
+    assert len(files) == 6  # one shard per batch, with the index and the worker's pid of every sample
+    assert all({"index", "pid", "attempt", "methods"} <= set(pq.read_schema(f).names) for f in files)
+    rows = shard_rows(tmp_path)
+    assert sorted(r["index"] for r in rows) == list(range(12))
+    assert len({r["pid"] for r in rows} - {os.getpid()}) >= 2
+    assert json.loads((tmp_path / "report.json").read_text())["engine"] == "ray"
+    assert "12/12 samples" in bar.getvalue() and "samples/s" in bar.getvalue()
 
 
-# ---- on the cluster ---------------------------------------------------------------------------
-def test_cluster_run_equals_local(first_run: dict, local: dict) -> None:
-    records, info = first_run["records"], first_run["info"]
-    assert [r["index"] for r in records] == list(range(N))  # every sample once, in index order
-    assert [r["index"] for r in records if "failed" in r] == [5]
-    assert "NaN" in records[5]["failed"]
-    ok = [r for r in records if "failed" not in r]
-    np.testing.assert_allclose(np.stack([r["logits"] for r in ok]), local["logits"], rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(np.stack([r["gradient"] for r in ok]), local["gradient"], rtol=1e-5, atol=1e-7)
-    assert all(r["top"] == int(r["logits"].argmax()) and r["meta"]["ok"] is True for r in ok)
-    # the samples ran in worker processes, at least two of them, each computed once
-    workers = {r["pid"] for r in records} - {os.getpid()}
-    assert len(workers) >= 2 and os.getpid() not in info["pids"]
-    assert sorted(first_run["calls"]) == [i for i in range(N) if i != 5]
-    assert info["engine"] == "ray" and info["workers"] == 2 and info["retried_batches"] == 0
-    assert (info["computed"], info["reused"], info["failed"]) == (N, 0, 1)
-    assert info["startup_seconds"] >= 0 and info["seconds"] > 0
-    assert f"{N}/{N} samples" in first_run["bar"] and "samples/s" in first_run["bar"]
+def test_a_killed_worker_loses_nothing_and_counts_nothing_twice(ray_cluster, local_audit: dict, tmp_path: pathlib.Path,
+                                                               monkeypatch) -> None:
+    monkeypatch.setenv(FAULT_ENV, "2")  # the run's second batch kills its worker, once
+    doc = onnxattr.audit(CNN, audit_data(), engine="ray", workers=2, batch_size=4, out_dir=tmp_path, **AUDIT).to_json()
+    same_report(local_audit, doc)  # every sample with the local values, none twice
+    assert doc["retried_batches"] >= 1
+    rows = shard_rows(tmp_path)
+    assert sorted(r["index"] for r in rows) == list(range(12)) and max(r["attempt"] for r in rows) == 2
 
 
-def test_shards_hold_index_and_worker_pid(first_run: dict) -> None:
-    import pyarrow.parquet as pq
-
-    files = sorted((first_run["dir"] / "out" / "shards").glob("*.parquet"))
-    assert len(files) == N // 4  # one shard per batch
-    tables = [pq.read_table(f) for f in files]
-    assert sorted(i for t in tables for i in t.column("index").to_pylist()) == list(range(N))
-    pids = {p for t in tables for p in t.column("pid").to_pylist()}
-    assert pids == set(first_run["info"]["pids"])
-
-
-DRIVER = """
-import functools, sys, time
-from onnxattr.cluster import run
-
-def run_batch(model, samples, indices, calls):
-    with open(calls, "a") as f:
-        f.write(" ".join(map(str, indices)) + "\\n")
-    time.sleep(0.3)
-    x = samples["x"]
-    return [{"logits": l} for l in model(x)]
-
-run(sys.argv[1], sys.argv[2], sys.argv[3], functools.partial(run_batch, calls=sys.argv[4]), len,
-    address=sys.argv[5], workers=2, batch_size=2, progress=False)
-"""
-
-
-def test_a_killed_driver_resumes_computing_only_the_missing_samples(ray_cluster, data: np.ndarray, local: dict,
+def test_a_killed_driver_resumes_computing_only_the_missing_samples(ray_cluster, local_audit: dict,
                                                                     tmp_path: pathlib.Path) -> None:
-    """A driver (its own process, on the same cluster) is killed once two batches are written;
-    the resumed run computes exactly the samples without a shard, and nothing else."""
-    import pyarrow.parquet as pq
-
-    np.save(tmp_path / "data.npy", data)
-    out, before = tmp_path / "out", tmp_path / "calls_before"
+    """The CLI's driver (its own process, on the same cluster) is killed once two batches are
+    written; the resumed audit computes exactly the samples without a shard, and its report
+    equals the local one."""
+    np.save(tmp_path / "data.npy", audit_data())
+    out = tmp_path / "out"
     address = ray_cluster.get_runtime_context().gcs_address
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, MLP, str(tmp_path / "data.npy"), str(out), str(before),
-                               address], env=_env())
+    argv = ["audit", str(CNN), "--data", str(tmp_path / "data.npy"), "--method", "smoothgrad",
+            "-O", "smoothgrad:samples=4", "--sample", "0", "--curve-steps", "4", "--n-subsets", "4", "--n-sizes", "2",
+            "--heatmaps", "3", "--batch-size", "1", "--ray", address, "--workers", "2", "--out", str(out), "-q"]
+    driver = subprocess.Popen([sys.executable, "-m", "onnxattr.cli", *argv], env=_env())
     try:
         while len(list((out / "shards").glob("*.parquet"))) < 2:
             assert driver.poll() is None, "the driver ended before it could be killed"
@@ -159,37 +170,21 @@ def test_a_killed_driver_resumes_computing_only_the_missing_samples(ray_cluster,
     finally:
         driver.kill()
         driver.wait()
-    kept = {i for f in (out / "shards").glob("*.parquet") for i in pq.read_table(f).column("index").to_pylist()}
-    assert 0 < len(kept) < N
-    calls = tmp_path / "calls"
-    records, info = run(MLP, tmp_path / "data.npy", out, batch_fn(calls), list, workers=2, batch_size=4,
-                        resume=True, progress=False)
-    assert sorted(calls_of(calls)) == [i for i in range(N) if i not in kept and i != 5]
-    assert (info["computed"], info["reused"]) == (N - len(kept), len(kept))
-    assert [r["index"] for r in records] == list(range(N))
-    ok = [r for r in records if "failed" not in r]
-    np.testing.assert_allclose(np.stack([r["logits"] for r in ok]), local["logits"], rtol=1e-5, atol=1e-7)
-    with pytest.raises(OptionError, match="another run"):  # other settings: the shards do not fit
-        run(MLP, tmp_path / "data.npy", out, batch_fn(calls), list, resume=True, seed=1, sample=5)
+    old = {f: f.stat().st_mtime_ns for f in (out / "shards").glob("*.parquet")}
+    kept = {r["index"] for r in shard_rows(out)}
+    assert 0 < len(kept) < 12 and not (out / "report.json").exists()
+    doc = onnxattr.audit(CNN, tmp_path / "data.npy", engine="ray", workers=2, batch_size=4, out_dir=out, resume=True,
+                         **AUDIT).to_json()
+    assert {f: f.stat().st_mtime_ns for f in old} == old  # the old shards are kept as they were
+    import pyarrow.parquet as pq
 
-
-def _env() -> dict[str, str]:
-    """The environment of a child python that imports this checkout's onnxattr."""
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(pathlib.Path(onnxattr.__file__).parents[1]),
-                                                       os.environ.get("PYTHONPATH", "")]))
-
-
-def test_a_killed_worker_loses_nothing_and_counts_nothing_twice(ray_cluster, data: np.ndarray, local: dict,
-                                                               tmp_path: pathlib.Path, monkeypatch) -> None:
-    monkeypatch.setenv(FAULT_ENV, "2")  # the run's second batch kills its worker, once
-    calls = tmp_path / "calls"
-    records, info = run(MLP, data, tmp_path / "out", batch_fn(calls), list, workers=2, batch_size=4, progress=False)
-    assert [r["index"] for r in records] == list(range(N))
-    ok = [r for r in records if "failed" not in r]
-    np.testing.assert_allclose(np.stack([r["gradient"] for r in ok]), local["gradient"], rtol=1e-5, atol=1e-7)
-    assert info["retried_batches"] >= 1
-    assert max(r["attempt"] for r in records) >= 2
-    assert set(calls_of(calls)) == {i for i in range(N) if i != 5}
+    new = [i for f in sorted(set((out / "shards").glob("*.parquet")) - set(old))
+           for i in pq.read_table(f, columns=["index"]).column("index").to_pylist()]
+    assert sorted(new) == sorted(set(range(12)) - kept)  # computed now: exactly the missing ones
+    doc["data"]["sources"] = local_audit["data"]["sources"]
+    same_report(local_audit, doc)
+    with pytest.raises(OptionError, match="another run"):  # another seed: the shards do not fit
+        onnxattr.audit(CNN, tmp_path / "data.npy", engine="ray", out_dir=out, resume=True, **dict(AUDIT, seed=1))
 
 
 def test_every_sample_failing_is_an_error(ray_cluster, tmp_path: pathlib.Path) -> None:
@@ -210,6 +205,14 @@ def test_without_ray_it_says_how_to_install_it(data: np.ndarray, tmp_path: pathl
         run(MLP, data, tmp_path / "out", batch_fn(tmp_path / "calls"), list)
 
 
+def test_the_cli_says_how_to_install_ray(tmp_path: pathlib.Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["audit", str(MLP), "--data", str(tmp_path), "--ray", "--out", str(tmp_path / "out")]) == 2
+    assert "pip install 'onnxattr[ray]'" in capsys.readouterr().err
+    assert main(["audit", str(MLP), "--data", str(tmp_path), "--resume"]) == 2
+    assert "add --ray" in capsys.readouterr().err
+
+
 def test_the_library_does_not_import_ray() -> None:
     code = "import sys, onnxattr, onnxattr.cluster; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True, env=_env())
@@ -228,7 +231,7 @@ def test_samples_are_numbered_across_array_files_and_drawn_as_the_audit_draws(da
     clean = np.nan_to_num(data)
     report = onnxattr.audit(MLP, clean, methods=("gradient",), analyses=("alignment",), sample=5, seed=3,
                             heatmaps=0, progress=False)
-    assert report.data["sample"] == pick(N, 5, 3).tolist()
+    assert report.data["sample"] == sample_indices(N, 5, 3).tolist()
 
 
 def test_image_files_read_as_the_local_engine_reads_them(tmp_path: pathlib.Path) -> None:

@@ -69,7 +69,8 @@ def test_audit_report_object_and_schema(cnn_report):
     assert doc["data"]["n_inputs"] == 4 and len(doc["data"]["sample"]) == 3 and doc["data"]["layout"] == "NCHW"
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(doc))
     g = r.methods["gradient"]
-    assert g.attribution.shape == (3, 3, 16, 16)
+    assert g.attribution.shape == (2, 3, 16, 16)  # the maps of the heatmap samples only
+    assert (doc["engine"], doc["workers"], doc["retried_batches"], doc["failed"]) == ("local", 1, 0, [])
     assert set(g.checks) == {"randomization", "class_sensitivity"}
     assert g.randomization is not None and g.deletion is not None and g.sensitivity_n is not None
     # the gate 'randomization' gives one outcome per method, the method-specific one a single outcome
@@ -186,6 +187,16 @@ def test_audit_argument_errors():
         onnxattr.audit(path, x, methods=["gradientt"], **FAST)
     with pytest.raises(OptionError, match="method 'lrp.epsilon_gamma_box'"):
         onnxattr.audit(path, x, methods=["lrp.epsilon_gamma_box"], **FAST)
+    with pytest.raises(OptionError, match="engine must be 'local' or 'ray'"):
+        onnxattr.audit(path, x, engine="spark", **FAST)
+    with pytest.raises(OptionError, match="batch_size must be a positive int"):
+        onnxattr.audit(path, x, batch_size=0, **FAST)
+    with pytest.raises(OptionError, match="give engine='ray'"):
+        onnxattr.audit(path, x, resume=True, **FAST)
+    with pytest.raises(OptionError, match="needs the model as a path"):
+        onnxattr.audit(onnxattr.load(path), x, engine="ray", out_dir="unused", **FAST)
+    with pytest.raises(OptionError, match="seed must be a non-negative int"):
+        onnxattr.audit(path, x, **dict(FAST, seed=-1))
     with pytest.raises(InputError, match="no such file"):
         onnxattr.audit(path, "missing.npz", **FAST)
     with pytest.raises(InputError, match="expects 2 dims"):
@@ -220,7 +231,7 @@ def test_progress_bar_is_written_to_a_stream():
     onnxattr.audit(path, data["input"], methods=["gradient"], analyses=["deletion"],
                    **dict(FAST, progress=stream))
     text = stream.getvalue()
-    assert "onnxattr audit [" in text and "2/2" in text and text.endswith("\n")
+    assert "onnxattr audit [" in text and "2/2" in text and text.endswith("\n")  # 1 batch x 2 steps
     quiet = Progress(3, stream=False)
     quiet.step()
     quiet.close()  # writes nothing, anywhere
@@ -294,21 +305,80 @@ def test_report_renders_in_chromium_without_broken_images(cnn_report, tmp_path):
 
 def test_a_method_run_on_two_batches_and_merged_equals_one_run():
     """run_method is the unit of work of a batch; merge joins batches into the same per-sample
-    values and means as one run over all of them (the seeded analyses draw per batch, so the
-    deterministic ones are compared)."""
+    values and means as one run over all of them, the seeded analyses too: their draws come from
+    (seed, sample index)."""
     path, data = oracle("cnn_bn")
     model, x = onnxattr.load(path), data["input"]
-    plan = validate(["gradient"], analyses=["randomization", "deletion", "insertion", "alignment", "spectrum"],
-                    curve_steps=6, runtime="onnxattr")
+    plan = validate(["smoothgrad"], {"smoothgrad": {"samples": 3}}, curve_steps=6, n_subsets=5, n_sizes=2,
+                    runtime="onnxattr")
     targets = model(x).reshape(len(x), -1).argmax(1)
-    whole = run_method(model, x, targets, "gradient", plan, "NCHW")
-    parts = merge([run_method(model, x[s], targets[s], "gradient", plan, "NCHW") for s in (slice(0, 1), slice(1, None))])
-    np.testing.assert_allclose(parts.attribution, whole.attribution, rtol=1e-6, atol=1e-7)
+    idx = np.array([7, 3, 12, 0])
+    whole = run_method(model, x, targets, "smoothgrad", plan, "NCHW", indices=idx)
+    parts = merge([run_method(model, x[s], targets[s], "smoothgrad", plan, "NCHW", indices=idx[s])
+                   for s in (slice(0, 1), slice(1, None))])
+    np.testing.assert_allclose(parts.attribution, whole.attribution, rtol=1e-5, atol=1e-7)
     for key, value in whole.metrics.items():
         assert (value is None and parts.metrics[key] is None) or parts.metrics[key] == pytest.approx(value, rel=1e-5)
     np.testing.assert_allclose(parts.deletion.scores, whole.deletion.scores, rtol=1e-5)
+    np.testing.assert_allclose(parts.sensitivity_n.per_input, whole.sensitivity_n.per_input, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(parts.class_sensitivity.others, whole.class_sensitivity.others)
     assert parts.randomization.spearman.shape == whole.randomization.spearman.shape
     assert parts.to_json()["spectrum"]["power"] == pytest.approx(whole.to_json()["spectrum"]["power"], rel=1e-6)
+    other = run_method(model, x, targets, "smoothgrad", plan, "NCHW", indices=idx + 1)  # other samples, other draws
+    assert not np.allclose(other.attribution, whole.attribution)
+    assert validate(["smoothgrad"], seed=7).options["smoothgrad"]["seed"] == 7  # the audit seed, unless given
+    assert validate(["smoothgrad"], {"smoothgrad": {"seed": 2}}, seed=7).options["smoothgrad"]["seed"] == 2
+
+
+def test_rows_hold_per_sample_values_and_maps_only_where_kept():
+    path, data = oracle("cnn_bn")
+    model, x = onnxattr.load(path), data["input"]
+    plan = validate(["gradient"], curve_steps=4, n_subsets=4, n_sizes=2, runtime="onnxattr")
+    r = run_method(model, x, model(x).reshape(len(x), -1).argmax(1), "gradient", plan, "NCHW")
+    rows = r.rows(keep=[True, False, True, False])
+    assert ["map" in row for row in rows] == [True, False, True, False]
+    back = onnxattr.report.MethodResult.from_rows("gradient", r.options, rows)
+    np.testing.assert_array_equal(back.attribution, r.attribution[[0, 2]])
+    want, got = r.to_json(), back.to_json()
+    assert got == want
+    assert back.randomization.original is None  # full maps of every sample are not kept
+
+
+def test_a_failing_sample_is_listed_and_the_audit_goes_on():
+    path, data = oracle("mlp")
+    x = data["input"].copy()
+    x[1, 0] = np.inf
+    r = onnxattr.audit(path, x, methods=["gradient"], analyses=["deletion"], **dict(FAST, sample=0))
+    assert r.failed == [{"index": 1, "reason": r.failed[0]["reason"]}] and "infinite" in r.failed[0]["reason"]
+    assert r.data["sample"] == [i for i in range(len(x)) if i != 1]
+    assert len(r.methods["gradient"].deletion.auc) == len(x) - 1
+    assert "1 sample(s) failed" in r.summary()
+    with pytest.raises(InputError, match=f"every one of the {len(x)} samples failed"):
+        onnxattr.audit(path, np.full_like(x, np.nan), methods=["gradient"], analyses=["deletion"], **dict(FAST, sample=0))
+
+
+def test_the_values_do_not_depend_on_the_batch_size():
+    path, data = oracle("cnn_bn")
+    kw = dict(FAST, sample=0, methods=["smoothgrad"], options={"smoothgrad": {"samples": 3}}, heatmaps=3)
+    one = onnxattr.audit(path, data["input"], batch_size=1, **kw).to_json()
+    many = onnxattr.audit(path, data["input"], batch_size=16, **kw).to_json()
+    assert_same_report(one, many)
+
+
+def assert_same_report(a, b, where=""):
+    """Equal but for the time taken: numbers within relative 1e-5 (absolute 1e-7), null equal null."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in set(a) - {"created", "seconds"}:
+            assert_same_report(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for k, (u, v) in enumerate(zip(a, b)):
+            assert_same_report(u, v, f"{where}[{k}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert abs(a - b) <= 1e-7 + 1e-5 * abs(b), (where, a, b)
+    else:
+        assert a == b, (where, a, b)
 
 
 def test_writing_again_clears_the_images_and_keeps_the_shards(cnn_report, tmp_path):
@@ -322,7 +392,7 @@ def test_writing_again_clears_the_images_and_keeps_the_shards(cnn_report, tmp_pa
     assert (tmp_path / "shards" / "part-0.npz").read_bytes() == b"kept"
 
 
-@pytest.mark.parametrize("name", ["gates", "html", "metrics", "progress", "results", "run", "svg"])
+@pytest.mark.parametrize("name", ["gates", "html", "metrics", "progress", "records", "results", "run", "svg"])
 def test_every_report_module_imports_first_and_as_a_name(name):
     """In a fresh interpreter, so that an import cycle shows up whichever module comes first."""
     root = pathlib.Path(__file__).resolve().parents[1]

@@ -14,16 +14,18 @@ import logging
 import os
 import pickle
 import time
+import warnings
 from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 
-from ..errors import InputError, OptionError
+from ..errors import OptionError
 from . import shards
 from .progress import SampleProgress
 from .ray_import import import_ray
-from .sources import ImageOptions, Part, SampleReader, pick, scan
-from .worker import FAULT_ENV, ONE_THREAD, AttemptLog, BatchWorker, RunBatch
+from ..inputs import sample_indices
+from .sources import ImageOptions, SampleReader, sample_shape, scan
+from .worker import FAULT_ENV, ONE_THREAD, AttemptLog, BatchWorker, RunBatch, all_failed
 
 #: samples per batch: a batch is also the unit a dead worker's replacement runs again
 BATCH_SIZE = 16
@@ -68,7 +70,8 @@ def run(
         address: a Ray cluster's address; None: the running cluster (``ray.init`` already
             called, or ``RAY_ADDRESS``/a cluster started with ``ray start``), else a local
             cluster of ``workers`` CPUs (all CPUs when None).
-        workers: actors in the pool (default: one per GPU, else one per CPU of the cluster).
+        workers: actors in the pool (default: one per GPU, else one per CPU of the cluster, and
+            at most one per batch).
         resume: keep the shards of an interrupted run of the same settings and compute only the
             samples they lack; without it the shards are cleared first.
         seed, sample: ``sample`` samples drawn with ``seed`` (None: all), as the local audit does.
@@ -88,7 +91,7 @@ def run(
     fault = _fault_batch()
     parts = scan(data, column)
     n_total = parts[-1].start + parts[-1].count
-    chosen = pick(n_total, sample, seed)
+    chosen = sample_indices(n_total, sample, seed)
     sources = ([f"array sha256 {hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()}"]
                if isinstance(data, np.ndarray) else [p.source for p in parts])
     manifest = {"model": os.path.abspath(model_path), "data": sources, "n_inputs": n_total,
@@ -102,8 +105,8 @@ def run(
     startup = time.perf_counter() - t0
     t1 = time.perf_counter()
     try:
-        pool = _pool(ray, workers, load_options)
-        shape = _sample_shape(SampleReader(parts, images, column, data if isinstance(data, np.ndarray) else None), parts)
+        pool = _pool(ray, workers, load_options, -(-len(missing) // batch_size))
+        shape = sample_shape(SampleReader(parts, images, column, data if isinstance(data, np.ndarray) else None), parts)
         reader = SampleReader(parts, images, column, ray.put(data) if isinstance(data, np.ndarray) else None)
         bar = SampleProgress(len(chosen), len(chosen) - len(missing), progress)
         try:
@@ -119,14 +122,13 @@ def run(
     if lost:
         raise RuntimeError(f"the cluster run lost samples {lost[:10]}{' ...' if len(lost) > 10 else ''}")
     chosen_records = [records[int(i)] for i in chosen]
-    failed = [r for r in chosen_records if "failed" in r]
-    if len(failed) == len(chosen_records):
-        raise InputError(f"every one of the {len(failed)} samples failed; sample {failed[0]['index']}: {failed[0]['failed']}")
+    all_failed(chosen_records)
     report = assemble(chosen_records)
     info = {
         "engine": "ray", "workers": pool["workers"], "retried_batches": retried,
         "startup_seconds": startup, "seconds": time.perf_counter() - t1,
-        "computed": len(missing), "reused": len(chosen) - len(missing), "failed": len(failed),
+        "computed": len(missing), "reused": len(chosen) - len(missing),
+        "failed": sum("failed" in r for r in chosen_records),
         "pids": sorted({int(r["pid"]) for r in chosen_records}),
     }
     return report, info
@@ -156,7 +158,7 @@ def _connect(ray: Any, address: str | None, workers: int | None) -> bool:
     return True
 
 
-def _pool(ray: Any, workers: int | None, load_options: dict[str, Any] | None) -> dict[str, Any]:
+def _pool(ray: Any, workers: int | None, load_options: dict[str, Any] | None, batches: int) -> dict[str, Any]:
     """The actor pool's size and each actor's resources: one GPU each where the cluster has GPUs
     (the model on "cuda"), else one CPU each with one thread."""
     resources = ray.cluster_resources()
@@ -169,18 +171,10 @@ def _pool(ray: Any, workers: int | None, load_options: dict[str, Any] | None) ->
     else:
         remote = {"num_cpus": 1, "runtime_env": {"env_vars": dict(ONE_THREAD)}}
         capacity, unit = cpus, "CPU"
-    n = workers or capacity
+    n = workers or max(1, min(capacity, batches))  # no idle actors by default: at most one per batch
     if n > capacity or n < 1:
         raise OptionError(f"workers={n}: the cluster has {capacity} {unit}s, one per worker")
     return {"workers": n, "remote": remote, "load_options": options}
-
-
-def _sample_shape(reader: SampleReader, parts: list[Part]) -> tuple[int, ...]:
-    """The shape every sample must have: that of the first sample of the data."""
-    first = reader.read([parts[0].start])[0]
-    if isinstance(first, str):
-        raise InputError(f"the first sample of the data cannot be read: {first}")
-    return tuple(first.shape)
 
 
 def _compute(ray: Any, model_path: str, run_batch: RunBatch, reader: SampleReader, shape: tuple[int, ...],
@@ -199,16 +193,9 @@ def _compute(ray: Any, model_path: str, run_batch: RunBatch, reader: SampleReade
     # one block per batch, each handed whole to a worker: a block is what runs again when its
     # worker dies
     blocks = -(-len(missing) // batch_size)
-    ds = ray.data.from_items([{"index": int(i)} for i in missing], override_num_blocks=blocks).map_batches(
-        BatchWorker,
-        fn_constructor_kwargs=dict(model_path=model_path, run_batch=run_batch, reader=reader, sample_shape=shape,
-                                   log=log, load_options=pool["load_options"]),
-        compute=ray.data.ActorPoolStrategy(size=pool["workers"], max_tasks_in_flight_per_actor=1),
-        batch_size=None,
-        batch_format="numpy",
-        max_task_retries=MAX_RETRIES,
-        **pool["remote"],
-    )
+    with warnings.catch_warnings():  # max_task_retries has no named parameter yet (Ray 2.60)
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = _dataset(ray, missing, blocks, model_path, run_batch, reader, shape, log, pool)
     n = shards.next_number(out)
     try:
         try:
@@ -226,6 +213,21 @@ def _compute(ray: Any, model_path: str, run_batch: RunBatch, reader: SampleReade
         return int(ray.get(log.retried_batches.remote()))
     finally:
         ray.kill(log)
+
+
+def _dataset(ray: Any, missing: np.ndarray, blocks: int, model_path: str, run_batch: RunBatch, reader: SampleReader,
+             shape: tuple[int, ...], log: Any, pool: dict[str, Any]) -> Any:
+    """The samples' indices as a Dataset of ``blocks`` blocks, mapped through the actor pool."""
+    return ray.data.from_items([{"index": int(i)} for i in missing], override_num_blocks=blocks).map_batches(
+        BatchWorker,
+        fn_constructor_kwargs=dict(model_path=model_path, run_batch=run_batch, reader=reader, sample_shape=shape,
+                                   log=log, load_options=pool["load_options"]),
+        compute=ray.data.ActorPoolStrategy(size=pool["workers"], max_tasks_in_flight_per_actor=1),
+        batch_size=None,
+        batch_format="numpy",
+        max_task_retries=MAX_RETRIES,
+        **pool["remote"],
+    )
 
 
 def _row(index: Any, pid: Any, attempt: Any, record: bytes) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError, OptionError
-from ..inputs import IMAGE_SUFFIXES, load_array, load_image
-from ..layout import check_layout
+from .. import inputs
+from ..inputs import IMAGE_SUFFIXES, image_geometry, load_array, load_image
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -34,12 +34,14 @@ NPY_MAGIC = b"\x93NUMPY"
 @dataclass(frozen=True)
 class Part:
     """A run of consecutive samples from one source: ``kind`` is "array" (the in-memory batch),
-    "npy", "npz", "image" or "parquet"; its samples have the indices start .. start + count - 1."""
+    "npy", "npz", "image" or "parquet"; its samples have the indices start .. start + count - 1;
+    ``shape``: the shape of a batch (array kinds; None for the others)."""
 
     source: str
     kind: str
     start: int
     count: int
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,34 +61,17 @@ class ImageOptions:
                   std: Sequence[float] = (1.0,)) -> "ImageOptions":
         """The options :func:`onnxattr.inputs.load_batch` uses for a model input of
         ``input_shape``: resized to ``resize``, or to the input's spatial size where it is fixed."""
-        shape = tuple(input_shape) if input_shape is not None else (None, 3, None, None)
-        lay = check_layout(layout, shape)
-        spatial = shape[2:4] if lay == "NCHW" else shape[1:3]
-        channels = shape[1] if lay == "NCHW" else shape[3]
-        size = resize or (tuple(spatial) if all(isinstance(d, int) for d in spatial) else None)
-        return cls(size, tuple(mean), tuple(std), lay, channels if channels in (1, 3) else 3)
+        lay, size, channels = image_geometry(input_shape, layout, resize)
+        return cls(size, tuple(mean), tuple(std), lay, channels)
 
 
 def data_files(paths: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
-    """Files as given, folders expanded to their data files (sorted); InputError for a path that
-    does not exist, an empty folder, or a file of an unknown type."""
-    files: list[pathlib.Path] = []
-    for p in map(pathlib.Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in DATA_SUFFIXES)
-            if not found:
-                raise InputError(f"{p}: folder holds no data files ({', '.join(DATA_SUFFIXES)})")
-            files += found
-        elif p.is_file():
-            if p.suffix.lower() not in DATA_SUFFIXES:
-                raise InputError(f"{p}: unknown input type {p.suffix!r}; give {', '.join(DATA_SUFFIXES)}")
-            files.append(p)
-        elif p.exists():
-            raise InputError(f"{p}: not a file or folder")
-        else:
-            raise InputError(f"{p}: no such file or folder")
-    if not files:
-        raise InputError("no input files given")
+    """:func:`onnxattr.inputs.data_files` with Parquet files too; InputError for a given file of
+    an unknown type."""
+    files = inputs.data_files(paths, DATA_SUFFIXES)
+    for f in files:
+        if f.suffix.lower() not in DATA_SUFFIXES:
+            raise InputError(f"{f}: unknown input type {f.suffix!r}; give {', '.join(DATA_SUFFIXES)}")
     return files
 
 
@@ -96,23 +81,28 @@ def scan(data: np.ndarray | str | os.PathLike | Sequence[str | os.PathLike],
     if isinstance(data, np.ndarray):
         if data.ndim == 0 or data.shape[0] == 0:
             raise InputError(f"the data holds no inputs (shape {data.shape})")
-        return [Part("array", "array", 0, int(data.shape[0]))]
+        return [Part("array", "array", 0, int(data.shape[0]), tuple(data.shape))]
     paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     parts, start = [], 0
     for f in data_files(paths):
-        kind, count = _count(f, column)
+        kind, count, shape = _count(f, column)
         if count:
-            parts.append(Part(os.path.abspath(f), kind, start, count))
+            parts.append(Part(os.path.abspath(f), kind, start, count, shape))
             start += count
     if not start:
         raise InputError(f"the data holds no inputs: {', '.join(map(str, paths))}")
+    batches = [p for p in parts if p.shape is not None]
+    for p in batches:  # a whole file of other samples is the data's mistake, not a sample's
+        if p.shape[1:] != batches[0].shape[1:]:
+            raise InputError(f"{p.source}: holds shape {p.shape}, which does not stack with {batches[0].source} "
+                             f"(shape {batches[0].shape}) into one batch; give only the input files")
     return parts
 
 
-def _count(f: pathlib.Path, column: str | None) -> tuple[str, int]:
+def _count(f: pathlib.Path, column: str | None) -> tuple[str, int, tuple[int, ...] | None]:
     suffix = f.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return "image", 1
+        return "image", 1, None
     if suffix in PARQUET_SUFFIXES:
         import pyarrow.parquet as pq
 
@@ -121,14 +111,14 @@ def _count(f: pathlib.Path, column: str | None) -> tuple[str, int]:
         except (OSError, ValueError) as e:
             raise InputError(f"{f}: cannot read as Parquet: {e}") from e
         parquet_column(f, pf.schema_arrow.names, column)
-        return "parquet", pf.metadata.num_rows
+        return "parquet", pf.metadata.num_rows, None
     if suffix == ".npy":
         a = _open_npy(f)
     else:
         a = load_array(f)
     if a.ndim == 0:
         raise InputError(f"{f}: holds a scalar, not a batch of samples")
-    return suffix[1:], int(a.shape[0])
+    return suffix[1:], int(a.shape[0]), tuple(a.shape)
 
 
 def _open_npy(f: pathlib.Path) -> np.ndarray:
@@ -158,12 +148,12 @@ def parquet_column(f: str | os.PathLike, names: Sequence[str], column: str | Non
     raise OptionError(f"{f} has columns {names}; name the one that holds the samples with column=")
 
 
-def pick(n: int, sample: int | None, seed: int) -> np.ndarray:
-    """The indices of the samples a run covers: all ``n``, or ``sample`` of them drawn with
-    ``seed`` (sorted) as the local audit draws them."""
-    if not sample or sample >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+def sample_shape(reader: "SampleReader", parts: Sequence[Part]) -> tuple[int, ...]:
+    """The shape every sample must have: that of the first sample of the data."""
+    first = reader.read([parts[0].start])[0]
+    if isinstance(first, str):
+        raise InputError(f"the first sample of the data cannot be read: {first}")
+    return tuple(first.shape)
 
 
 class SampleReader:

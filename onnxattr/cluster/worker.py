@@ -116,6 +116,14 @@ def compute(model: Model, run_batch: RunBatch, indices: np.ndarray, samples: lis
     return records  # type: ignore[return-value]
 
 
+def all_failed(records: list[dict[str, Any]]) -> None:
+    """InputError where every record (``index`` added) is a failure: nothing to report."""
+    failed = [r for r in records if "failed" in r]
+    if failed and len(failed) == len(records):
+        raise InputError(f"every one of the {len(failed)} samples failed; sample {failed[0]['index']}: "
+                         f"{failed[0]['failed']}")
+
+
 def _problem(model: Model, index: int, x: np.ndarray, sample_shape: tuple[int, ...]) -> str:
     """Why sample ``index`` cannot run ("" when it can)."""
     if x.shape != sample_shape:

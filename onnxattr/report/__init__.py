@@ -1,6 +1,8 @@
 """The audit: run methods over a data sample, check and score them, and write one report.
 
-- :mod:`.run`: :func:`audit`, the entry point, and its steps: :func:`validate`, :func:`run_method` (one method over a batch),
+- :mod:`.records`: :func:`audit`, the entry point, on one machine or a Ray cluster, through the
+  per-sample records both engines compute.
+- :mod:`.run`: the audit's steps: :func:`validate`, :func:`run_method` (one method over a batch),
   :func:`merge` (per-batch results of a method), :func:`assemble` (the report).
 - :mod:`.gates`: :class:`Gate`, :class:`Check`, :func:`evaluate_gate`.
 - :mod:`.metrics`: :data:`ANALYSES`, :data:`METRICS`, :data:`SCHEMA` and number helpers.
@@ -11,7 +13,8 @@ from .gates import Check, Gate, GateOutcome, evaluate_gate
 from .metrics import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, SCHEMA
 from .progress import Progress
 from .results import AuditReport, MethodResult
-from .run import AuditPlan, assemble, audit, merge, model_summary, run_method, validate
+from .records import audit
+from .run import AuditPlan, assemble, merge, model_summary, run_method, validate
 from .svg import svg_plot
 
 __all__ = ["ANALYSES", "AuditPlan", "AuditReport", "CHECKS", "Check", "DEFAULT_METHODS", "Gate", "GateOutcome",

@@ -30,6 +30,10 @@ JSON schema ``onnxattr.audit/2`` (NaN is written as null)::
                          heatmaps: [file]}}
     gates             [{gate, method, metric, value, passed, detail}]
     files             {inputs: [file]}            # input images of the heatmap rows
+    engine            "local" | "ray"             # where the samples were computed
+    workers           int                         # processes that computed them
+    retried_batches   int                         # batches run again after their worker died
+    failed            [{index, reason}]           # samples that failed on their own account
 
 Changes from ``onnxattr.audit/1``: ``deletion.auc`` and ``insertion.auc`` are the areas under
 a bounded quantity (``quantity``: "probability", the target's softmax probability; "sigmoid",
@@ -37,17 +41,18 @@ the sigmoid of a one-output model's logit; "logit", the raw target value normali
 input and 0 at the baseline), ``mean_curve`` is that quantity's mean curve, and ``undefined``
 gives, per input, why a score is undefined ("" where it is defined).
 
-Per-input lists follow ``data.sample``. ``checks[...].passed`` is null where a check does not
+Per-input lists follow ``data.sample`` (the samples that did not fail). ``checks[...].passed`` is null where a check does not
 apply (class sensitivity of a one-output model). Files are relative to the report's folder.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -116,6 +121,58 @@ class MethodResult:
                 out[key] = "the correlation is undefined for every input (constant maps)"
         return out
 
+    def rows(self, keep: Sequence[bool] | None = None) -> list[dict[str, Any]]:
+        """Per sample, its values as plain data (numbers, strings, lists, dicts, arrays): what a
+        worker sends back and a shard stores. The map itself (``map``) only where ``keep`` is
+        true (the heatmap samples), so that the records of a large run fit in memory;
+        randomization's maps of the original model (``original``, ``maps``) are never kept, and
+        what all samples share (layers, curve fractions, subset sizes, frequencies) is in the
+        first row only. :meth:`from_rows` is the inverse."""
+        n = len(self.attribution)
+        keep = [False] * n if keep is None else list(keep)
+        out = []
+        for i in range(n):
+            row: dict[str, Any] = {"seconds": self.seconds / n}
+            if keep[i]:
+                row["map"] = self.attribution[i]
+            for key, axes in PER_SAMPLE.items():
+                obj = getattr(self, key)
+                if obj is not None:  # the fields shared by all samples only in the first row
+                    row[key] = {f.name: _one(getattr(obj, f.name), axes.get(f.name), i)
+                                for f in dataclasses.fields(obj) if f.name not in NOT_KEPT and (i == 0 or f.name in axes)}
+            if self.alignment is not None:
+                row["alignment"] = self.alignment[i:i + 1]
+            if self.spectrum is not None:
+                row["spectrum"] = {"power": self.spectrum[1][i:i + 1], "high_fraction": self.high_fraction[i:i + 1],
+                                   **({"frequencies": self.spectrum[0]} if i == 0 else {})}
+            out.append(row)
+        return out
+
+    @classmethod
+    def from_rows(cls, name: str, options: dict[str, Any], rows: Sequence[dict[str, Any]]) -> "MethodResult":
+        """The result over the samples of ``rows`` (from :meth:`rows`, in sample order);
+        ``attribution`` holds the maps of the rows that kept one, in order."""
+        maps = [r["map"] for r in rows if "map" in r]
+        r = cls(name, options, np.stack(maps) if maps else np.zeros((0,), dtype=np.float32),
+                seconds=float(sum(r["seconds"] for r in rows)))
+        for key, axes in PER_SAMPLE.items():
+            if rows and key in rows[0]:
+                kind = ANALYSIS_TYPES[key]
+                first = _shared(rows, key, [f.name for f in dataclasses.fields(kind) if f.name not in axes])
+                values = {f.name: None if f.name in NOT_KEPT else
+                          _joined([row[key][f.name] for row in rows], axes[f.name]) if f.name in axes
+                          else first.get(f.name) for f in dataclasses.fields(kind)}
+                setattr(r, key, kind(**values))
+        if r.sensitivity_n is not None:
+            r.sensitivity_n.correlation = faithfulness.nanmean(r.sensitivity_n.per_input, axis=1)
+        if rows and "alignment" in rows[0]:
+            r.alignment = np.concatenate([row["alignment"] for row in rows])
+        if rows and "spectrum" in rows[0]:
+            r.spectrum = (_shared(rows, "spectrum", ["frequencies"])["frequencies"],
+                          np.concatenate([row["spectrum"]["power"] for row in rows]))
+            r.high_fraction = np.concatenate([row["spectrum"]["high_fraction"] for row in rows])
+        return r
+
     def to_json(self) -> dict[str, Any]:
         r, c, s = self.randomization, self.class_sensitivity, self.sensitivity_n
         return {
@@ -147,6 +204,46 @@ class MethodResult:
         }
 
 
+_CURVE = {"scores": 0, "normalized": 0, "auc": 0, "raw_auc": 0, "undefined": 0}
+#: per analysis: the fields with one entry per sample, and the axis of the samples
+PER_SAMPLE: dict[str, dict[str, int]] = {
+    "randomization": {"spearman": 1, "spearman_abs": 1, "ssim": 1, "original": 0, "target": 0, "maps": 1},
+    "class_sensitivity": {f.name: 0 for f in dataclasses.fields(randomization.ClassSensitivity)},
+    "deletion": _CURVE,
+    "insertion": _CURVE,
+    "sensitivity_n": {"per_input": 1, "undefined": 0},
+}
+ANALYSIS_TYPES = {"randomization": randomization.Randomization, "class_sensitivity": randomization.ClassSensitivity,
+                  "deletion": faithfulness.Curve, "insertion": faithfulness.Curve,
+                  "sensitivity_n": faithfulness.SensitivityN}
+#: full maps of every sample, which rows leave out (None in a result made from rows)
+NOT_KEPT = ("original", "maps")
+
+
+def _one(value: Any, axis: int | None, i: int) -> Any:
+    """Sample ``i``'s part of a field (kept as a one-sample slice), or the field if it is not per sample."""
+    if axis is None:
+        return value
+    if isinstance(value, list):
+        return value[i:i + 1]
+    return np.take(np.asarray(value), [i], axis=axis)
+
+
+def _joined(values: list[Any], axis: int) -> Any:
+    """One-sample slices joined over the samples."""
+    if isinstance(values[0], list):
+        return [x for v in values for x in v]
+    return np.concatenate(values, axis=axis)
+
+
+def _shared(rows: Sequence[dict[str, Any]], key: str, names: list[str]) -> dict[str, Any]:
+    """The first row's ``key`` entry that holds the fields shared by all samples (``names``):
+    :meth:`MethodResult.rows` writes them in the first row of each batch only."""
+    if not names:
+        return rows[0][key]
+    return next(row[key] for row in rows if names[0] in row[key])
+
+
 def _reasons(result: Any) -> list[str]:
     return [] if result is None else list(result.undefined)
 
@@ -168,12 +265,18 @@ class AuditReport:
     settings: dict[str, Any]
     methods: dict[str, MethodResult]
     gates: list[GateOutcome]
+    #: the inputs of the heatmap rows (the first ``heatmaps`` samples that did not fail)
     x: np.ndarray
     #: relative path -> RGB uint8 image; written by :meth:`write`
     images: dict[str, np.ndarray] = field(default_factory=dict)
     input_images: list[str] = field(default_factory=list)
     created: str = ""
     seconds: float = 0.0
+    engine: str = "local"
+    workers: int = 1
+    retried_batches: int = 0
+    #: samples that failed on their own account: {index, reason}
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -197,6 +300,10 @@ class AuditReport:
             "methods": {name: r.to_json() for name, r in self.methods.items()},
             "gates": [plain(vars(g)) for g in self.gates],
             "files": {"inputs": list(self.input_images)},
+            "engine": self.engine,
+            "workers": self.workers,
+            "retried_batches": self.retried_batches,
+            "failed": plain(self.failed),
         }
 
     def to_html(self) -> str:
@@ -206,7 +313,11 @@ class AuditReport:
     def summary(self) -> str:
         """A few lines of text: checks and metrics per method, and the gates."""
         lines = [f"audit of {self.model['name']}: {len(self.data['sample'])} of {self.data['n_inputs']} inputs, "
-                 f"{len(self.methods)} method(s), {self.seconds:.1f} s"]
+                 f"{len(self.methods)} method(s), {self.seconds:.1f} s, engine {self.engine} ({self.workers} "
+                 f"worker(s){f', {self.retried_batches} batch(es) retried' if self.retried_batches else ''})"]
+        if self.failed:
+            f = self.failed[0]
+            lines.append(f"  {len(self.failed)} sample(s) failed and were left out; #{f['index']}: {f['reason']}")
         w = max(len(n) for n in self.methods)
         for name, r in self.methods.items():
             checks = "  ".join(f"{k} {_verdict(c.passed)}" for k, c in r.checks.items())

@@ -1,4 +1,4 @@
-""":func:`audit` and its steps, each usable on its own: :func:`validate` the settings once,
+"""The steps of :func:`onnxattr.audit`, each usable on its own: :func:`validate` the settings once,
 :func:`run_method` one method over a batch of samples (per-sample maps and values; the unit of
 work a worker can run on its own batch), :func:`merge` the per-batch results of a method, and
 :func:`assemble` the report: checks, gates, pictures and the model and data summaries."""
@@ -7,12 +7,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import inspect
-import os
 import pathlib
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence, TextIO
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -20,15 +19,14 @@ from ..analysis import faithfulness, randomization
 from ..analysis.alignment import input_alignment
 from ..analysis.spectral import high_frequency_share, power_spectrum
 from ..errors import OnnxAttrError, OptionError
-from ..inputs import read_data
-from ..layout import check_layout
 from ..attribution.registry import attribute, lookup, resolve_options
-from ..model import Model, load
+from ..model import Model
+from ..rng import sample_rng
 from ..viz import heatmap_picture, input_picture
 from .gates import Gate, evaluate_gate, sanity_checks
-from .metrics import ANALYSES, DEFAULT_METHODS
+from .metrics import ANALYSES
 from .progress import Progress
-from .results import AuditReport, MethodResult
+from .results import PER_SAMPLE, AuditReport, MethodResult
 
 #: the analyses that take a progress step of their own (besides the attribution)
 STEPPED = ("randomization", "class_sensitivity", "deletion", "insertion", "sensitivity_n")
@@ -81,7 +79,10 @@ def validate(methods: Sequence[str], options: dict[str, dict[str, Any]] | None =
     extra = sorted(set(options) - set(methods))
     if extra:
         raise OptionError(f"options given for {extra}, which are not among the audited methods {list(methods)}")
-    resolved = {m: resolve_options(lookup(m), options.get(m, {})) for m in methods}
+    seed = params.get("seed", 0)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise OptionError(f"seed must be a non-negative int, got {seed!r}")
+    resolved = {m: _resolved(m, options.get(m, {}), seed) for m in methods}
     parsed = tuple(g if isinstance(g, Gate) else Gate.parse(g) for g in gates)
     for g in parsed:
         if g.method is not None and g.method not in methods:
@@ -103,8 +104,19 @@ def validate(methods: Sequence[str], options: dict[str, dict[str, Any]] | None =
     return AuditPlan(methods, resolved, tuple(a for a in ANALYSES if a in analyses), parsed, **params)
 
 
+def _resolved(method: str, given: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The method's options; a method with a ``seed`` option (SmoothGrad) that was not given one
+    takes the audit's, so the audit seed fixes its draws too."""
+    entry = lookup(method)
+    opts = resolve_options(entry, given)
+    if "seed" in opts and "seed" not in given:
+        opts = resolve_options(entry, {**given, "seed": seed})
+    return opts
+
+
 def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan: AuditPlan,
-               layout: str | None = None, classes: int | None = None, bar: Progress | None = None) -> MethodResult:
+               layout: str | None = None, classes: int | None = None, bar: Progress | None = None,
+               indices: Sequence[int] | None = None) -> MethodResult:
     """One method over a batch: its maps and the per-sample values of every planned analysis.
 
     Args:
@@ -113,29 +125,38 @@ def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan
         layout: "NCHW"/"NHWC" for an image batch (features are pixels), else None (scalars).
         classes: entries of the explained output per sample (default: from a forward pass).
         bar: advanced once per step.
+        indices: each sample's index in the data (default 0..B-1). Every random draw of a
+            sample comes from ``sample_rng(plan.seed, index)``: SmoothGrad's noise (its
+            ``indices`` option), the random class of class sensitivity and the subsets of
+            Sensitivity-n, so a sample gets the same values in any batch, on any worker.
     Returns:
         :class:`MethodResult` with per-sample values; :func:`merge` joins those of several batches.
     """
     bar = bar or Progress(1, stream=False)
     analyses, opts, seed = plan.analyses, plan.options[name], plan.seed
+    idx = np.arange(len(x)) if indices is None else np.asarray(indices, dtype=np.int64)
+    per_sample = {**opts, "indices": idx} if "indices" in opts and opts["indices"] is None else opts
     if classes is None:
         classes = int(np.prod(model(x).shape[1:]))
     started = time.perf_counter()
     try:
         bar.label(f"{name}: attribution")
-        a = attribute(model, x, target=targets, method=name, **opts)
+        a = attribute(model, x, target=targets, method=name, **per_sample)
         bar.step()
         r = MethodResult(name, opts, a)
         if "randomization" in analyses:
             bar.label(f"{name}: randomization")
             r.randomization = randomization.randomization_test(
-                model, x, targets, name, "cascading", seed, layout, **_passable(opts, randomization.randomization_test))
+                model, x, targets, name, "cascading", seed, layout,
+                **_passable(per_sample, randomization.randomization_test))
             bar.step()
         if "class_sensitivity" in analyses:
             bar.label(f"{name}: class sensitivity")
             if classes >= 2:
-                r.class_sensitivity = randomization.class_sensitivity(
-                    model, x, name, n_classes=1, seed=seed, **_passable(opts, randomization.class_sensitivity))
+                r.class_sensitivity = _each_sample(
+                    lambda k, rng, o: randomization.class_sensitivity(
+                        model, x[k:k + 1], name, n_classes=1, seed=rng, **_passable(o, randomization.class_sensitivity)),
+                    idx, seed, per_sample)
             bar.step()
         features = int(np.prod(x.shape[2:] if layout == "NCHW" else x.shape[1:3])) if layout else int(np.prod(x.shape[1:]))
         perturb = dict(runtime=plan.runtime, features="pixel" if layout else "scalar", layout=layout)
@@ -146,8 +167,11 @@ def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan
                 bar.step()
         if "sensitivity_n" in analyses:
             bar.label(f"{name}: sensitivity-n")
-            r.sensitivity_n = faithfulness.sensitivity_n(model, x, a, targets, ns=faithfulness.default_ns(features, plan.n_sizes),
-                                                         n_subsets=plan.n_subsets, seed=seed, **perturb)
+            ns = faithfulness.default_ns(features, plan.n_sizes)
+            r.sensitivity_n = _each_sample(
+                lambda k, rng, o: faithfulness.sensitivity_n(model, x[k:k + 1], a[k:k + 1], targets[k:k + 1], ns=ns,
+                                                             n_subsets=plan.n_subsets, seed=rng, **perturb),
+                idx, seed, per_sample)
             bar.step()
         if "alignment" in analyses:
             r.alignment = input_alignment(a, x)
@@ -159,6 +183,21 @@ def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan
         raise
     r.seconds = time.perf_counter() - started
     return r
+
+
+def _each_sample(analysis: Callable[[int, np.random.Generator, dict[str, Any]], Any], indices: np.ndarray,
+                 seed: int, options: dict[str, Any]) -> Any:
+    """A seeded analysis run one sample at a time, each with its own generator
+    ``sample_rng(seed, index)`` (and SmoothGrad's ``indices`` option narrowed to it), joined
+    over the samples: the draws of a sample do not depend on the batch it is in."""
+    parts = []
+    for k, i in enumerate(indices):
+        o = {**options, "indices": indices[k:k + 1]} if "indices" in options else options
+        parts.append(analysis(k, sample_rng(seed, int(i)), o))
+    joined = _cat(parts[0], parts, PER_SAMPLE.get(_KIND[type(parts[0])], {}))
+    if isinstance(joined, faithfulness.SensitivityN):
+        joined.correlation = faithfulness.nanmean(joined.per_input, axis=1)
+    return joined
 
 
 def _passable(options: dict[str, Any], analysis: Callable[..., Any]) -> dict[str, Any]:
@@ -177,11 +216,11 @@ def _cat(obj: Any, parts: Sequence[Any], axes: dict[str, int]) -> Any:
         values = [getattr(p, f) for p in parts]
         if values[0] is None:
             continue
-        joined[f] = sum(values, []) if isinstance(values[0], list) else np.concatenate(values, axis=axis)
+        joined[f] = [v for part in values for v in part] if isinstance(values[0], list) else np.concatenate(values, axis=axis)
     return dataclasses.replace(obj, **joined)
 
 
-_CURVE = {"scores": 0, "normalized": 0, "auc": 0, "raw_auc": 0, "undefined": 0}
+_KIND = {randomization.ClassSensitivity: "class_sensitivity", faithfulness.SensitivityN: "sensitivity_n"}
 
 
 def merge(parts: Sequence[MethodResult]) -> MethodResult:
@@ -191,7 +230,7 @@ def merge(parts: Sequence[MethodResult]) -> MethodResult:
         return parts[0]
     first = parts[0]
     cat = lambda f, axes: _cat(getattr(first, f), [getattr(p, f) for p in parts], axes)  # noqa: E731
-    s = cat("sensitivity_n", {"per_input": 1, "undefined": 0})
+    s = cat("sensitivity_n", PER_SAMPLE["sensitivity_n"])
     if s is not None:
         s = dataclasses.replace(s, correlation=faithfulness.nanmean(s.per_input, axis=1))
     spectrum = None
@@ -201,11 +240,10 @@ def merge(parts: Sequence[MethodResult]) -> MethodResult:
         first,
         attribution=np.concatenate([p.attribution for p in parts]),
         seconds=sum(p.seconds for p in parts),
-        randomization=cat("randomization", {"spearman": 1, "spearman_abs": 1, "ssim": 1, "original": 0,
-                                            "target": 0, "maps": 1}),
-        class_sensitivity=cat("class_sensitivity", {f.name: 0 for f in dataclasses.fields(randomization.ClassSensitivity)}),
-        deletion=cat("deletion", _CURVE),
-        insertion=cat("insertion", _CURVE),
+        randomization=cat("randomization", PER_SAMPLE["randomization"]),
+        class_sensitivity=cat("class_sensitivity", PER_SAMPLE["class_sensitivity"]),
+        deletion=cat("deletion", PER_SAMPLE["deletion"]),
+        insertion=cat("insertion", PER_SAMPLE["insertion"]),
         sensitivity_n=s,
         alignment=None if first.alignment is None else np.concatenate([p.alignment for p in parts]),
         spectrum=spectrum,
@@ -215,12 +253,14 @@ def merge(parts: Sequence[MethodResult]) -> MethodResult:
 
 
 def assemble(model: Model, source: str | None, x: np.ndarray, plan: AuditPlan, results: dict[str, MethodResult],
-             data: dict[str, Any], started: float) -> AuditReport:
+             data: dict[str, Any], started: float, classes: int | None = None) -> AuditReport:
     """The report from the per-method results over the whole sample: the sanity checks, the
-    gates, the pictures of the first ``plan.heatmaps`` inputs, and the model summary. ``data``
-    is the report's data section (its ``layout`` decides how pictures are drawn)."""
+    gates, the pictures of the first ``plan.heatmaps`` inputs (``x`` and each result's
+    ``attribution`` hold at least those), and the model summary. ``data`` is the report's data
+    section (its ``layout`` decides how pictures are drawn); ``classes``: entries of the
+    explained output per sample (default: from a forward pass of ``x[:1]``)."""
     lay = data["layout"]
-    classes = model.n_classes or int(np.prod(model(x[:1]).shape[1:]))
+    classes = model.n_classes or classes or int(np.prod(model(x[:1]).shape[1:]))
     images: dict[str, np.ndarray] = {}
     rows = range(min(plan.heatmaps, len(x)))
     input_files = [f"images/input_{i}.png" for i in rows]
@@ -246,116 +286,6 @@ def assemble(model: Model, source: str | None, x: np.ndarray, plan: AuditPlan, r
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         seconds=time.perf_counter() - started,
     )
-
-
-def audit(
-    model_or_path: Model | str | os.PathLike,
-    data: np.ndarray | str | os.PathLike | Sequence[str | os.PathLike],
-    methods: Sequence[str] = DEFAULT_METHODS,
-    target: Any = None,
-    sample: int | None = 8,
-    heatmaps: int = 4,
-    gates: Iterable[str | Gate] = (),
-    out_dir: str | os.PathLike | None = None,
-    progress: bool | TextIO = True,
-    options: dict[str, dict[str, Any]] | None = None,
-    analyses: Sequence[str] = ANALYSES,
-    curve_steps: int = 20,
-    n_subsets: int = 20,
-    n_sizes: int = 6,
-    runtime: str = "onnxruntime",
-    seed: int = 0,
-    randomization_threshold: float = 0.5,
-    class_threshold: float = 0.5,
-    layout: str | None = None,
-    resize: tuple[int, int] | None = None,
-    mean: Sequence[float] = (0.0,),
-    std: Sequence[float] = (1.0,),
-    device: str = "cpu",
-    input_name: str | None = None,
-    output_name: str | None = None,
-) -> AuditReport:
-    """Run ``methods`` over a sample of ``data``: heatmaps, sanity checks, faithfulness, alignment
-    and spectra, and evaluate ``gates``.
-
-    Computed per method on the sample:
-
-    - the maps, drawn as heatmaps (PNG) for the first few inputs;
-    - two sanity checks with pass/fail (Adebayo et al. 2018): ``randomization`` (cascading
-      model-parameter randomization; passes when mean |Spearman| between the original map and
-      the fully randomized model's map is below ``randomization_threshold``) and
-      ``class_sensitivity`` (passes when mean Spearman between the predicted class's map and the
-      least likely class's map is below ``class_threshold``);
-    - faithfulness: deletion and insertion curves of the target's probability (softmax over the
-      classes, the sigmoid of a one-output model; other outputs: the raw value normalised by the
-      curve's two ends) and their AUCs (Petsiuk et al. 2018), Sensitivity-n (Ancona et al. 2018);
-    - input alignment (cosine between map and input; Sixt et al. 2020), the power spectrum of
-      the maps (Muzellec et al. 2024) and the share of power above half the Nyquist frequency.
-
-    Args:
-        model_or_path: a loaded :class:`~onnxattr.model.Model` or a path to an ``.onnx`` file.
-        data: a float32 batch, or paths: ``.npy``/``.npz`` batches, image files, or folders of
-            them (images are preprocessed with ``layout``, ``resize`` (H, W), ``mean``, ``std``).
-        methods: method names (see :func:`onnxattr.methods`); ``options`` maps a method name to
-            its options.
-        target: None (each input's argmax), an int, or one int per input of ``data``.
-        sample: how many inputs (drawn with ``seed``) every analysis runs on; None or 0: all.
-        heatmaps: how many of the sampled inputs get heatmaps in the report.
-        gates: requirements (:class:`Gate` or its text); see :meth:`Gate.parse`.
-        out_dir: where to write the report (nothing is written when None).
-        progress: True: a progress bar on stderr when it is a terminal; False: none; a stream:
-            the bar is written there.
-        analyses: a subset of :data:`ANALYSES` to run.
-        curve_steps: points of the deletion and insertion curves.
-        n_subsets, n_sizes: Sensitivity-n's random subsets per size, and the number of sizes
-            (log-spaced from 1 to 80% of the features).
-        runtime: forward passes of the perturbation metrics: "onnxruntime" or "onnxattr".
-        randomization_threshold, class_threshold: the sanity checks' thresholds.
-        device, input_name, output_name: as in :func:`onnxattr.load`, where a path is given.
-    Returns:
-        :class:`AuditReport` (``to_json()`` gives the document of schema ``onnxattr.audit/2``).
-    """
-    started = time.perf_counter()
-    plan = validate(methods, options, analyses, gates, sample=sample, heatmaps=heatmaps, curve_steps=curve_steps,
-                    n_subsets=n_subsets, n_sizes=n_sizes, runtime=runtime, seed=seed,
-                    randomization_threshold=randomization_threshold, class_threshold=class_threshold)
-    model = (model_or_path if isinstance(model_or_path, Model)
-             else load(model_or_path, device=device, input_name=input_name, output_name=output_name))
-    source = None if isinstance(model_or_path, Model) else str(model_or_path)
-    x_all, sources, n_total, picked = read_data(data, model, sample, seed, layout, resize, mean, std)
-    x = model.check_input(x_all, "data")
-    lay = check_layout(layout, x.shape) if x.ndim == 4 else None
-    logits = model(x).reshape(len(x), -1)
-    predicted = logits.argmax(axis=1)
-    given = _given_targets(model, target, n_total, picked, len(x))
-    targets = predicted if given is None else given
-
-    bar = Progress(len(plan.methods) * plan.steps_per_method, progress)
-    results: dict[str, MethodResult] = {}
-    try:
-        for name in plan.methods:
-            results[name] = run_method(model, x, targets, name, plan, lay, logits.shape[1], bar)
-    finally:
-        bar.close()
-    data_section = {
-        "sources": sources, "n_inputs": n_total, "sample": [int(i) for i in picked], "shape": list(x.shape),
-        "layout": lay, "target": "argmax" if given is None else "given",
-        "targets": [int(v) for v in targets], "predicted": [int(v) for v in predicted],
-    }
-    report = assemble(model, source, x, plan, results, data_section, started)
-    if out_dir is not None:
-        report.write(out_dir)
-    return report
-
-
-def _given_targets(model: Model, target: Any, n_total: int, picked: np.ndarray, n: int) -> np.ndarray | None:
-    """The given target for the sampled inputs (one per input of the data is sampled with them)."""
-    if target is None:
-        return None
-    t = np.asarray(target)
-    if t.ndim == 1 and t.shape[0] == n_total and n_total != n:
-        t = t[picked]
-    return model.check_target(t, n)
 
 
 def model_summary(model: Model, source: str | None = None) -> dict[str, Any]:
