@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import InputError, OptionError
 from ..model import Model
 from .scoring import (
-    FEATURES, OUTPUTS, RUNTIMES, Batch, Features, Scorer, baseline_for, check_pair, features_of, ort_session,
+    FEATURES, OUTPUTS, RUNTIMES, Batch, Features, Scorer, baseline_for, check_batch, features_of, ort_session,
     positive_int, quantity_for, targets_for, wrt_as_input,
 )
 from .similarity import pearson
@@ -61,6 +61,16 @@ def flat(values: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
     spread = v.max(axis=1) - v.min(axis=1)
     ref = np.abs(v).max(axis=1) if scale is None else np.asarray(scale, dtype=np.float64)
     return ~(spread > 0) | (spread < UNDEFINED_TOL * ref)
+
+
+def check_pair(model: Model, x: Any, attr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A single-input model's batch ``x`` checked, and ``attr`` of its shape (for analyses that
+    perturb the input itself; :func:`check_batch` takes feeds and ``wrt`` tensors too)."""
+    b, attr = check_batch(model, x, attr)
+    if b.fixed or model.graph.head is not None:
+        raise InputError(f"the model is attributed at {model.input_name!r} from inputs {model.graph.needed()}; "
+                         f"this analysis takes a single-input model")
+    return b.x, attr
 
 
 def nanmean(a: np.ndarray, axis: int | None = None) -> Any:
@@ -166,7 +176,7 @@ def sensitivity_n(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = N
     Returns:
         :class:`SensitivityN` with ``ns``, ``correlation`` (mean over inputs) and ``per_input``.
     """
-    b, attr = check_pair(model, x, attr)
+    b, attr = check_batch(model, x, attr)
     scorer = Scorer(model, runtime, output, batch_size)
     feats = features_of(b.x, attr, features, layout)
     positive_int(n_subsets, "n_subsets")
@@ -195,7 +205,7 @@ def mu_fidelity(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = Non
     arguments as :func:`sensitivity_n`. Returns (N,) float64, in [-1, 1]; NaN where a side is
     constant over the subsets (:func:`flat`: a constant map, or an output that does not move).
     """
-    b, attr = check_pair(model, x, attr)
+    b, attr = check_batch(model, x, attr)
     scorer = Scorer(model, runtime, output, batch_size)
     feats = features_of(b.x, attr, features, layout)
     positive_int(n_subsets, "n_subsets")
@@ -247,7 +257,7 @@ def perturbation_curve(model: Model, x: np.ndarray, attr: np.ndarray, target: An
                        baseline: Any, output: str, features: str, layout: str | None, batch_size: int,
                        runtime: str, baseline_token: int | None = None) -> Curve:
     """The deletion (``insert=False``) or insertion curve; see :func:`deletion`."""
-    batch, attr = check_pair(model, x, attr)
+    batch, attr = check_batch(model, x, attr)
     x = batch.x
     scorer = Scorer(model, runtime, output, batch_size)
     feats = features_of(x, attr, features, layout)
@@ -344,6 +354,6 @@ def insertion(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None,
 
 __all__ = [
     "FEATURES", "OUTPUTS", "RUNTIMES", "Batch", "Curve", "Features", "Scorer", "SensitivityN", "baseline_for",
-    "check_pair", "default_ns", "deletion", "features_of", "insertion", "mu_fidelity", "ort_session",
+    "check_batch", "check_pair", "default_ns", "deletion", "features_of", "insertion", "mu_fidelity", "ort_session",
     "quantity_for", "sensitivity_n", "targets_for", "wrt_as_input",
 ]

@@ -72,7 +72,7 @@ def batch_of(model: Model, x: Any) -> Batch:
     return Batch(np.asarray(backend.to_host(model.at_wrt(feeds)[name]), dtype=np.float32), fixed)
 
 
-def check_pair(model: Model, x: Any, attr: np.ndarray) -> tuple[Batch, np.ndarray]:
+def check_batch(model: Model, x: Any, attr: np.ndarray) -> tuple[Batch, np.ndarray]:
     """``x`` checked against the model (:func:`batch_of`), and ``attr`` of the attributed
     tensor's shape."""
     b = batch_of(model, x)
