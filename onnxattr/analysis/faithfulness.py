@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import InputError, OptionError
 from ..model import Model
 from .scoring import (
-    FEATURES, OUTPUTS, RUNTIMES, Batch, Features, Scorer, baseline_for, check_batch, features_of, ort_session,
+    FEATURES, OUTPUTS, RUNTIMES, Batch, Features, Scorer, baseline_for, batch_of, check_batch, features_of, ort_session,
     positive_int, quantity_for, targets_for, wrt_as_input,
 )
 from .similarity import pearson
@@ -353,7 +353,7 @@ def insertion(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None,
 
 
 __all__ = [
-    "FEATURES", "OUTPUTS", "RUNTIMES", "Batch", "Curve", "Features", "Scorer", "SensitivityN", "baseline_for",
+    "FEATURES", "OUTPUTS", "RUNTIMES", "Batch", "Curve", "batch_of", "Features", "Scorer", "SensitivityN", "baseline_for",
     "check_batch", "check_pair", "default_ns", "deletion", "features_of", "insertion", "mu_fidelity", "ort_session",
     "quantity_for", "sensitivity_n", "targets_for", "wrt_as_input",
 ]

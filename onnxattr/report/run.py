@@ -20,7 +20,8 @@ from ..analysis import faithfulness, randomization
 from ..analysis.alignment import input_alignment
 from ..analysis.spectral import high_frequency_share, power_spectrum
 from ..errors import OnnxAttrError, OptionError
-from ..inputs import read_data
+from ..feeds import rows as feed_rows
+from ..inputs import load_vocab, read_data, read_feed_data, takes_feeds
 from ..layout import check_layout
 from ..attribution.registry import attribute, lookup, resolve_options
 from ..model import Model, load
@@ -29,6 +30,7 @@ from .gates import Gate, evaluate_gate, sanity_checks
 from .metrics import ANALYSES, DEFAULT_METHODS
 from .progress import Progress
 from .results import AuditReport, MethodResult
+from .text import text_summary
 
 #: the analyses that take a progress step of their own (besides the attribution)
 STEPPED = ("randomization", "class_sensitivity", "deletion", "insertion", "sensitivity_n")
@@ -108,7 +110,9 @@ def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan
     """One method over a batch: its maps and the per-sample values of every planned analysis.
 
     Args:
-        model: the loaded model; ``x``: a checked float32 batch; ``targets``: one int per sample.
+        model: the loaded model; ``x``: a checked float32 batch, or checked feeds {input name: array}
+            (a text model: the maps are at its ``wrt`` tensor, features are tokens);
+            ``targets``: one int per sample (or (position, index) pairs).
         name: the method; its options are ``plan.options[name]``.
         layout: "NCHW"/"NHWC" for an image batch (features are pixels), else None (scalars).
         classes: entries of the explained output per sample (default: from a forward pass).
@@ -137,8 +141,13 @@ def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan
                 r.class_sensitivity = randomization.class_sensitivity(
                     model, x, name, n_classes=1, seed=seed, **_passable(opts, randomization.class_sensitivity))
             bar.step()
-        features = int(np.prod(x.shape[2:] if layout == "NCHW" else x.shape[1:3])) if layout else int(np.prod(x.shape[1:]))
-        perturb = dict(runtime=plan.runtime, features="pixel" if layout else "scalar", layout=layout)
+        text = isinstance(x, dict)
+        if text:
+            features, kind = int(a.shape[1]), "token"
+        else:
+            features = int(np.prod(x.shape[2:] if layout == "NCHW" else x.shape[1:3])) if layout else int(np.prod(x.shape[1:]))
+            kind = "pixel" if layout else "scalar"
+        perturb = dict(runtime=plan.runtime, features=kind, layout=layout)
         for key, fn in (("deletion", faithfulness.deletion), ("insertion", faithfulness.insertion)):
             if key in analyses:
                 bar.label(f"{name}: {key}")
@@ -150,8 +159,8 @@ def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan
                                                          n_subsets=plan.n_subsets, seed=seed, **perturb)
             bar.step()
         if "alignment" in analyses:
-            r.alignment = input_alignment(a, x)
-        if "spectrum" in analyses and x.ndim in (3, 4):
+            r.alignment = input_alignment(a, faithfulness.batch_of(model, x).x if text else x)
+        if "spectrum" in analyses and not text and x.ndim in (3, 4):
             r.spectrum = power_spectrum(a, layout, average=False)
             r.high_fraction = high_frequency_share(a, layout)
     except OnnxAttrError as e:
@@ -220,9 +229,10 @@ def assemble(model: Model, source: str | None, x: np.ndarray, plan: AuditPlan, r
     gates, the pictures of the first ``plan.heatmaps`` inputs, and the model summary. ``data``
     is the report's data section (its ``layout`` decides how pictures are drawn)."""
     lay = data["layout"]
-    classes = model.n_classes or int(np.prod(model(x[:1]).shape[1:]))
+    text = isinstance(x, dict)
+    classes = model.n_classes or int(np.prod(model(feed_rows(x, 0, 1) if text else x[:1]).shape[1:]))
     images: dict[str, np.ndarray] = {}
-    rows = range(min(plan.heatmaps, len(x)))
+    rows = range(0 if text else min(plan.heatmaps, len(x)))  # text: drawn from data["text"] in the page
     input_files = [f"images/input_{i}.png" for i in rows]
     for i, rel in zip(rows, input_files):
         images[rel] = input_picture(x[i], lay)
@@ -274,6 +284,8 @@ def audit(
     device: str = "cpu",
     input_name: str | None = None,
     output_name: str | None = None,
+    wrt: str | None = None,
+    vocab: str | os.PathLike | None = None,
 ) -> AuditReport:
     """Run ``methods`` over a sample of ``data``: heatmaps, sanity checks, faithfulness, alignment
     and spectra, and evaluate ``gates``.
@@ -296,6 +308,11 @@ def audit(
         model_or_path: a loaded :class:`~onnxattr.model.Model` or a path to an ``.onnx`` file.
         data: a float32 batch, or paths: ``.npy``/``.npz`` batches, image files, or folders of
             them (images are preprocessed with ``layout``, ``resize`` (H, W), ``mean``, ``std``).
+            For a model fed several inputs or attributed at ``wrt`` (text): a dict {input name:
+            array} or ``.npz`` files with one array per graph input, an optional ``target`` and
+            an optional ``relevant`` (B, T) mask of the deciding tokens (its relevance mass is
+            reported). The randomization and class-sensitivity checks do not run on such
+            models yet.
         methods: method names (see :func:`onnxattr.methods`); ``options`` maps a method name to
             its options.
         target: None (each input's argmax), an int, or one int per input of ``data``.
@@ -311,7 +328,9 @@ def audit(
             (log-spaced from 1 to 80% of the features).
         runtime: forward passes of the perturbation metrics: "onnxruntime" or "onnxattr".
         randomization_threshold, class_threshold: the sanity checks' thresholds.
-        device, input_name, output_name: as in :func:`onnxattr.load`, where a path is given.
+        device, input_name, output_name, wrt: as in :func:`onnxattr.load`, where a path is given.
+        vocab: for a text model, a tokenizer.json or a file with one token per line, for the
+            token strings of the heatmaps (ids are shown otherwise).
     Returns:
         :class:`AuditReport` (``to_json()`` gives the document of schema ``onnxattr.audit/2``).
     """
@@ -320,14 +339,27 @@ def audit(
                     n_subsets=n_subsets, n_sizes=n_sizes, runtime=runtime, seed=seed,
                     randomization_threshold=randomization_threshold, class_threshold=class_threshold)
     model = (model_or_path if isinstance(model_or_path, Model)
-             else load(model_or_path, device=device, input_name=input_name, output_name=output_name))
+             else load(model_or_path, device=device, input_name=input_name, output_name=output_name, wrt=wrt))
     source = None if isinstance(model_or_path, Model) else str(model_or_path)
-    x_all, sources, n_total, picked = read_data(data, model, sample, seed, layout, resize, mean, std)
-    x = model.check_input(x_all, "data")
-    lay = check_layout(layout, x.shape) if x.ndim == 4 else None
-    logits = model(x).reshape(len(x), -1)
-    predicted = logits.argmax(axis=1)
-    given = _given_targets(model, target, n_total, picked, len(x))
+    tokens = None if vocab is None else load_vocab(vocab)
+    text = takes_feeds(model)
+    if text:
+        text_data, sources, n_total, picked = read_feed_data(data, model, sample, seed)
+        x, lay, relevant = model.check_feeds(text_data.feeds, "data"), None, text_data.relevant
+        plan = _without_sanity_checks(plan)
+        n = len(picked)
+    else:
+        x_all, sources, n_total, picked = read_data(data, model, sample, seed, layout, resize, mean, std)
+        x = model.check_input(x_all, "data")
+        lay = check_layout(layout, x.shape) if x.ndim == 4 else None
+        n = len(x)
+    out = model(x)
+    logits = out.reshape(n, -1)
+    predicted = model.resolve_target(None, out, x) if text else logits.argmax(axis=1)
+    if text and target is None and text_data.target is not None:  # the data's own targets, sampled with it
+        given = model.check_target(text_data.target, n)
+    else:
+        given = _given_targets(model, target, n_total, picked, n)
     targets = predicted if given is None else given
 
     bar = Progress(len(plan.methods) * plan.steps_per_method, progress)
@@ -338,14 +370,29 @@ def audit(
     finally:
         bar.close()
     data_section = {
-        "sources": sources, "n_inputs": n_total, "sample": [int(i) for i in picked], "shape": list(x.shape),
+        "sources": sources, "n_inputs": n_total, "sample": [int(i) for i in picked],
+        "shape": {k: list(v.shape) for k, v in x.items()} if text else list(x.shape),
         "layout": lay, "target": "argmax" if given is None else "given",
-        "targets": [int(v) for v in targets], "predicted": [int(v) for v in predicted],
+        "targets": np.asarray(targets).tolist(), "predicted": np.asarray(predicted).tolist(),
     }
+    if text:
+        data_section["text"] = text_summary(model, x, relevant, {k: r.attribution for k, r in results.items()},
+                                            min(plan.heatmaps, n), tokens)
     report = assemble(model, source, x, plan, results, data_section, started)
     if out_dir is not None:
         report.write(out_dir)
     return report
+
+
+def _without_sanity_checks(plan: AuditPlan) -> AuditPlan:
+    """``plan`` for a model fed a dict (text): the randomization and class-sensitivity checks do
+    not run on those yet, so they are left out, and a gate that needs them is refused."""
+    skipped = ("randomization", "class_sensitivity")
+    for g in plan.gates:
+        if any(a in skipped for a in g.analyses):
+            raise OptionError(f"gate {g.text!r} needs a sanity check, which does not run yet on a model fed "
+                              f"several inputs or attributed at a wrt tensor")
+    return dataclasses.replace(plan, analyses=tuple(a for a in plan.analyses if a not in skipped))
 
 
 def _given_targets(model: Model, target: Any, n_total: int, picked: np.ndarray, n: int) -> np.ndarray | None:
