@@ -165,7 +165,7 @@ def _font(size: int):  # noqa: ANN202 - a PIL font
 def token_picture(tokens: list[str], scores: np.ndarray, width: int = 640, percentile: float = 100.0) -> np.ndarray:
     """A text's tokens in reading order, each in a box coloured by its relevance (the image
     heatmaps' diverging colormap, red positive, blue negative, white 0), wrapped to ``width``
-    pixels, with the colour scale below; RGB uint8. Token strings are escaped
+    pixels (narrower where the text is short), with the colour scale below; RGB uint8. Token strings are escaped
     (:func:`~onnxattr.text.escape_text`) so that control characters show as escapes."""
     from PIL import Image, ImageDraw
 
@@ -183,7 +183,8 @@ def token_picture(tokens: list[str], scores: np.ndarray, width: int = 640, perce
             x, y = gap, y + line + gap
         boxes.append((x, y, w, text))
         x += w + gap
-    canvas = Image.new("RGB", (width, y + line + gap), "white")
+    used = max((bx + w for bx, _, w, _ in boxes), default=0) + gap
+    canvas = Image.new("RGB", (max(min(width, used), 160), y + line + gap), "white")
     draw = ImageDraw.Draw(canvas)
     for (bx, by, w, text), c in zip(boxes, colors):
         fill = tuple(int(round(v * 255)) for v in c)

@@ -8,15 +8,17 @@ positions the attention mask drops) is not shown.
 """
 from __future__ import annotations
 
+import pathlib
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..analysis.localization import mask_fraction, relevance_mass
+from ..attribution import token_scores
 from ..inputs import token_strings
 from ..model import Model
 from ..text import escape_text
-from ..viz import token_colors
+from ..viz import save_png, token_colors, token_picture
 from .svg import esc
 
 CSS = """
@@ -25,14 +27,6 @@ CSS = """
 .scale { display: inline-block; width: 160px; height: 12px; vertical-align: middle; border: 1px solid #d0d7de;
   background: linear-gradient(to right, #053061, #4393c3, #f7f7f7, #d6604d, #67001f); }
 """
-
-
-def shown_tokens(ids: np.ndarray, scores: np.ndarray, vocab: Sequence[str | None] | None,
-                 keep: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
-    """One sample's token strings and scores, the positions ``keep`` drops (padding) left out."""
-    ids, scores = np.asarray(ids).reshape(-1), np.asarray(scores, dtype=np.float64).reshape(-1)
-    on = np.ones(len(ids), dtype=bool) if keep is None else np.asarray(keep).reshape(-1) != 0
-    return token_strings(ids[on], vocab), scores[on]
 
 
 def token_spans(tokens: list[str], scores: np.ndarray) -> str:
@@ -63,8 +57,9 @@ def text_summary(model: Model, feeds: dict[str, np.ndarray], relevant: np.ndarra
                  maps: dict[str, np.ndarray], shown: int, vocab: Sequence[str | None] | None) -> dict[str, Any]:
     """The report's ``data.text`` section: the token strings and kept positions of the first
     ``shown`` inputs (padding dropped), and where ``relevant`` marks the deciding tokens, their
-    share of each sequence and each method's relevance mass on them (Arras et al. 2022, per
-    input and the mean; :func:`onnxattr.analysis.localization.relevance_mass`)."""
+    share of each sequence (mean and per input) and each method's relevance mass on them
+    (Arras et al. 2022, mean and per input; :func:`onnxattr.analysis.localization.relevance_mass`),
+    both among the tokens the attention mask keeps."""
     ids = feeds[model.graph.token_input] if model.graph.token_input in feeds else None
     mask_name = model.mask_name
     keep = feeds[mask_name] != 0 if mask_name in feeds else None
@@ -78,6 +73,7 @@ def text_summary(model: Model, feeds: dict[str, np.ndarray], relevant: np.ndarra
         share = mask_fraction(relevant, keep)
         mass = {n: relevance_mass(a, relevant, within=keep) for n, a in maps.items()}
         out["relevant_share"] = float(np.nanmean(share))
+        out["relevant_share_per_input"] = [None if np.isnan(u) else float(u) for u in share]
         out["relevance_mass"] = {n: {"mean": float(np.nanmean(v)) if np.isfinite(v).any() else None,
                                      "per_input": [None if np.isnan(u) else float(u) for u in v]}
                                  for n, v in mass.items()}
@@ -110,3 +106,37 @@ def text_heatmap_section(r: Any) -> list[str]:
                              f"{'&ndash;' if v['mean'] is None else format(v['mean'], '.3f')}</td></tr>"
                              for n, v in text["relevance_mass"].items()) + "</table>")
     return out
+
+
+def write_text_explanation(out: pathlib.Path, stem: str, model: Model, feeds: dict[str, np.ndarray],
+                           attr: np.ndarray, targets: np.ndarray, relevant: np.ndarray | None,
+                           vocab: Sequence[str | None] | None, shown: int) -> dict[str, Any]:
+    """What ``onnxattr explain`` writes for a text model into ``out``: the maps ``STEM.npy``
+    (B, T, H), the token scores ``STEM_tokens.npy`` (B, T), the page ``STEM.html`` with the
+    first ``shown`` inputs' tokens coloured by relevance, and one PNG each
+    (:func:`onnxattr.viz.token_picture`). Returns the files written and, where ``relevant``
+    marks the deciding tokens, each input's relevance mass on them and their share of it."""
+    scores = token_scores(attr)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / f"{stem}.npy", attr)
+    np.save(out / f"{stem}_tokens.npy", scores)
+    files = [str(out / f"{stem}.npy"), str(out / f"{stem}_tokens.npy")]
+    summary = text_summary(model, feeds, relevant, {stem: attr}, shown, vocab)
+    rows = []
+    for i, (tokens, positions) in enumerate(zip(summary["tokens"], summary["positions"])):
+        t = np.asarray(targets[i]).reshape(-1)
+        label = "target" + "_".join(str(int(v)) for v in t)
+        path = out / f"{stem}_{i}_{label}.png"
+        save_png(path, token_picture(tokens, scores[i][positions]))
+        files.append(str(path))
+        rows.append((f"input {i}: target {'(position, index) ' if len(t) == 2 else ''}{', '.join(map(str, t.tolist()))}",
+                     tokens, scores[i][positions]))
+    if rows:
+        page = out / f"{stem}.html"
+        page.write_text(text_page(f"{stem}: token relevance", rows), encoding="utf-8")
+        files.append(str(page))
+    result: dict[str, Any] = {"files": files}
+    if "relevance_mass" in summary:
+        result["relevance_mass"] = summary["relevance_mass"][stem]["per_input"]
+        result["relevant_share"] = summary["relevant_share_per_input"]
+    return result
