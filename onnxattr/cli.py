@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import attribute, load, methods
-from .backend import check_device
+from .backend import check_device, to_host
 from .canonize import summary as canonized_line
 from .errors import OnnxAttrError, OptionError
 from .graph import op_support, read_model
@@ -103,23 +103,27 @@ def cmd_explain(args: argparse.Namespace) -> int:
     target = None if args.target is None else (args.target[0] if len(args.target) == 1 else args.target)
     if args.heatmaps < 0:
         raise OptionError(f"--heatmaps must be 0 or more, got {args.heatmaps}")
-    if takes_feeds(model):
+    fed = model.graph.needed()
+    if model.graph.token_input is not None or len(fed) > 1:
         return explain_text(args, model, options, target)
     x = read_inputs(args.inputs, model, args.layout, tuple(args.resize) if args.resize else None, args.mean, args.std)
+    feeds = x if fed == [model.input_name] else {fed[0]: x}  # else a vision model attributed at a layer (--wrt)
+    if feeds is not x:  # the maps are drawn over the layer's activation
+        x = to_host(model.at_wrt(model.check_feeds(feeds))[model.input_name])
     shown = min(args.heatmaps, len(x))
     bar = Progress(1 + shown, not args.quiet, title="onnxattr explain")
     try:
         bar.label(f"{args.method}: attribution of {len(x)} input(s)")
-        a = attribute(model, x, target=target, method=args.method, **options)
+        a = attribute(model, feeds, target=target, method=args.method, **options)
         bar.step()
-        logits = model(x)
+        logits = model(feeds)
         out = pathlib.Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         stem = args.method.replace(".", "_")
         np.save(out / f"{stem}.npy", a)
         targets = logits.reshape(len(x), -1).argmax(1) if target is None else np.broadcast_to(target, (len(x),))
         written = [str(out / f"{stem}.npy")]
-        layout = check_layout(args.layout, x.shape) if x.ndim == 4 else None
+        layout = check_layout(args.layout if feeds is x else None, x.shape) if x.ndim == 4 else None
         for i in range(shown):
             bar.label(f"heatmap {i + 1} of {shown}")
             path = out / f"{stem}_{i}_target{int(targets[i])}.png"
@@ -156,7 +160,7 @@ def explain_text(args: argparse.Namespace, model: Any, options: dict[str, Any], 
     finally:
         bar.close()
     print(json.dumps({"schema": "onnxattr.explain/1", "method": args.method, "targets": np.asarray(targets).tolist(),
-                      **result, "heatmaps_left_out": n - shown}))
+                      **result, "heatmaps_left_out": n - sum(f.endswith(".png") for f in result["files"])}))
     return 0
 
 

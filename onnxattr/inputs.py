@@ -146,11 +146,13 @@ def read_inputs(paths: Sequence[str | os.PathLike], model: Model, layout: str | 
                 resize: tuple[int, int] | None = None, mean: Sequence[float] = (0.0,),
                 std: Sequence[float] = (1.0,)) -> np.ndarray:
     """A float32 batch from files and folders (see :func:`data_files`), images preprocessed for
-    ``model``; InputError where images are given to a model whose input is not an image batch."""
+    the graph input ``model`` reads (also where it is attributed at a layer inside, ``wrt=``);
+    InputError where images are given to a model whose input is not an image batch."""
     files = data_files(paths)
-    shape = model.input_shape
+    fed = next(i for i in model.inputs if i.name == model.graph.needed()[0])  # the graph input read
+    shape = fed.shape
     if any(f.suffix.lower() in IMAGE_SUFFIXES for f in files) and shape is not None and len(shape) != 4:
-        raise InputError(f"input {model.input_name!r} has shape {tuple(shape)}, not an image batch; "
+        raise InputError(f"input {fed.name!r} has shape {tuple(shape)}, not an image batch; "
                          f"give .npy/.npz arrays instead of images")
     return load_batch([str(f) for f in files], shape, layout, resize, mean, std)
 

@@ -114,13 +114,17 @@ def write_text_explanation(out: pathlib.Path, stem: str, model: Model, feeds: di
     """What ``onnxattr explain`` writes for a text model into ``out``: the maps ``STEM.npy``
     (B, T, H), the token scores ``STEM_tokens.npy`` (B, T), the page ``STEM.html`` with the
     first ``shown`` inputs' tokens coloured by relevance, and one PNG each
-    (:func:`onnxattr.viz.token_picture`). Returns the files written and, where ``relevant``
+    (:func:`onnxattr.viz.token_picture`); for a model fed several inputs that is not attributed
+    at token embeddings, the maps alone. Returns the files written and, where ``relevant``
     marks the deciding tokens, each input's relevance mass on them and their share of it."""
-    scores = token_scores(attr)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / f"{stem}.npy", attr)
+    files = [str(out / f"{stem}.npy")]
+    if model.graph.token_input is None or attr.ndim != 3:  # several inputs, not text: the maps alone
+        return {"files": files}
+    scores = token_scores(attr)
     np.save(out / f"{stem}_tokens.npy", scores)
-    files = [str(out / f"{stem}.npy"), str(out / f"{stem}_tokens.npy")]
+    files.append(str(out / f"{stem}_tokens.npy"))
     summary = text_summary(model, feeds, relevant, {stem: attr}, shown, vocab)
     rows = []
     for i, (tokens, positions) in enumerate(zip(summary["tokens"], summary["positions"])):
