@@ -24,6 +24,7 @@ from .svg import esc
 CSS = """
 .tokens { line-height: 2.1; max-width: 900px; font: 14px/2.1 "DejaVu Sans Mono", Menlo, monospace; }
 .tok { padding: 2px 4px; margin: 0 1px; border-radius: 3px; border: 1px solid #d0d7de; white-space: pre; }
+.tokcap { font-size: 12px; color: #59636e; }
 .scale { display: inline-block; width: 160px; height: 12px; vertical-align: middle; border: 1px solid #d0d7de;
   background: linear-gradient(to right, #053061, #4393c3, #f7f7f7, #d6604d, #67001f); }
 """
@@ -39,7 +40,7 @@ def token_spans(tokens: list[str], scores: np.ndarray) -> str:
         spans.append(f'<span class="tok" style="background:{rgb};color:{ink}" title="{s:.4g}">'
                      f"{esc(escape_text(tok))}</span>")
     return (f'<div class="tokens">{" ".join(spans)}</div>'
-            f'<div class="cap">colour scale &plusmn;{scale:.3g} <span class="scale"></span></div>')
+            f'<div class="tokcap">colour scale &plusmn;{scale:.3g} <span class="scale"></span></div>')
 
 
 def text_page(title: str, rows: list[tuple[str, list[str], np.ndarray]]) -> str:
