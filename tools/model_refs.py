@@ -150,6 +150,15 @@ def check_and_save(name: str, *, framework: str, exporter: str, layout: str,
                 npz_bytes=os.path.getsize(os.path.join(MODELS, name + ".npz")))
     if extra:
         info.update(extra)
+    record(name, info)
+    print(f"{name}: opset {info['opset']}, {layout}, acc {acc:.4f}, "
+          f"ort diff {diff_ref:.2g}/{diff_test:.2g}, last op {info['last_op']}, "
+          f"{info['onnx_bytes'] / 1024:.0f} KiB, ops {info['ops']}")
+    return info
+
+
+def record(name: str, info: dict) -> None:
+    """Set ``models/manifest.json``'s entry ``name`` to ``info`` and rewrite the README from it."""
     manifest_path = os.path.join(MODELS, "manifest.json")
     manifest = {}
     if os.path.exists(manifest_path):
@@ -160,10 +169,6 @@ def check_and_save(name: str, *, framework: str, exporter: str, layout: str,
         json.dump(dict(sorted(manifest.items())), f, indent=1)
         f.write("\n")
     write_readme(manifest)
-    print(f"{name}: opset {info['opset']}, {layout}, acc {acc:.4f}, "
-          f"ort diff {diff_ref:.2g}/{diff_test:.2g}, last op {info['last_op']}, "
-          f"{info['onnx_bytes'] / 1024:.0f} KiB, ops {info['ops']}")
-    return info
 
 
 README_HEAD = """\
@@ -191,6 +196,20 @@ a time.
 Classes: 0 circle, 1 square, 2 triangle, 3 cross. Inputs are float32 in [0, 1], no normalisation.
 Accuracy is onnxruntime's on 2000 held-out images (`make_shapes(2000, seed=1)`).
 
+Two transformers: `torch_vit_op17`, a small ViT (a two-convolution stem, then transformers'
+`ViTForImageClassification`) trained on the same shapes, and
+`torch_text_order_op17`, a text transformer that takes token ids (`input_ids`, `attention_mask`,
+int64) and was trained on a synthetic task whose deciding tokens are known: a sequence of
+6-15 filler words holds the marker tokens `A` and `B` once each; class 1 when `A` comes before
+`B`, else 0 (`tools/export_text.py`: `make_text(n, seed)`; accuracy on 2000 held-out sequences,
+seed 1). Its vocabulary is `torch_text_order_op17.vocab.txt`, one token per line (line i = id i);
+attribute it at its word-embedding output (`wrt="embeddings"`, the tensor named in the
+reference's `wrt`). The PyTorch scripts run in the torch venv with transformers
+(`tools/zoo/requirements.txt`).
+
+Untrained real architectures (transformers, keras.applications, flax; every exporter) with their
+references are in `tests/data/zoo/`, built by `tools/zoo/` (see `tools/zoo/README.md`).
+
 """
 
 README_TAIL = """
@@ -208,6 +227,22 @@ README_TAIL = """
 | `layout` | 0-d str, `"NCHW"` or `"NHWC"` |
 | `ends_in_softmax` | 0-d bool: the graph's last node is Softmax, so its output is `softmax(logits)` |
 | `accuracy` | 0-d float, as in the table |
+
+The text model's `torch_text_order_op17.npz` has one key per graph input instead of `input`:
+
+| key | content |
+| --- | --- |
+| `input_ids`, `attention_mask` | int64 (8, 16) token ids and mask (`make_text(8, seed=2)`; `[PAD]` = 0 where the mask is 0) |
+| `target` | int64 (8,) predicted class |
+| `relevant` | bool (8, 16): the deciding tokens (the positions of `A` and `B`) |
+| `label` | int64 (8,) true class |
+| `logits` | float32 (8, 2) the framework's forward |
+| `embeddings` | float32 (8, 16, 32) the word-embedding output (the Gather from the embedding table) |
+| `gradient` | d `logits[i, target[i]]` / d `embeddings[i]`, torch.autograd (a forward hook on the embedding) |
+| `input_x_gradient` | `gradient * embeddings` |
+| `wrt` | 0-d str: the ONNX name of the word-embedding output |
+| `layout` | `"tokens"` |
+| `ends_in_softmax`, `accuracy` | as above |
 
 Every script checks each exported graph in onnxruntime against the framework's forward
 (reference inputs, the 2000 test images, batches of 1 and 3) and stops with an error when the
@@ -255,13 +290,12 @@ def write_readme(manifest: dict | None = None) -> None:
             ".onnx size | params | command |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, m in sorted(manifest.items(), key=lambda kv: (kv[1]["opset"], kv[0])):
-        inp = m["inputs"][0]
         out = m["outputs"][0]
-        shape = "[" + ", ".join(str(d) for d in inp["shape"]) + "]"
+        inputs = ", ".join(f"`{i['name']}` [" + ", ".join(str(d) for d in i["shape"]) + "]" for i in m["inputs"])
         out_s = f"`{out['name']}`" + (" (Softmax)" if m["ends_in_softmax"] else " (logits)")
         rows.append(
             f"| `{name}.onnx` | {m['framework']} | {m['exporter']} | {m['opset']} | "
-            f"`{inp['name']}` {shape} ({m['layout']}) | {out_s} | {100 * m['accuracy']:.1f}% | "
+            f"{inputs} ({m['layout']}) | {out_s} | {100 * m['accuracy']:.1f}% | "
             f"{_size(m['onnx_bytes'])} | {m['n_float_params']:,} | `{m['command']}` |")
     notes = ["", "## Models", ""]
     for name, m in sorted(manifest.items(), key=lambda kv: (kv[1]["opset"], kv[0])):
