@@ -358,8 +358,8 @@ def test_python_dash_m_in_a_subprocess(tmp_path):
 
 
 # ---- the trained models in models/, where they exist -------------------------------------------
-# Image models (references keyed "input"); the text model (input_ids, attention_mask) needs the
-# text path of explain/audit and is tested with it.
+# Image models (references keyed "input"); the text model (input_ids, attention_mask) is run
+# through the three commands with --wrt embeddings in test_text_ui.py.
 TRAINED = sorted(p for p in (ROOT / "models").glob("*.onnx")
                  if p.with_suffix(".npz").is_file() and "input" in np.load(p.with_suffix(".npz")).files)
 

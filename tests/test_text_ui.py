@@ -201,8 +201,15 @@ def test_relevance_mass_on_the_deciding_tokens_beats_their_share(method):
 
 
 @pytest.mark.skipif(not BUNDLED.is_file(), reason="models/torch_text_order_op17.onnx (engineer zoo) not on this branch")
-def test_explain_on_the_bundled_text_model(capsys, tmp_path):
+def test_three_commands_on_the_bundled_text_model(capsys, tmp_path):
     vocab = BUNDLED.with_name("torch_text_order_op17.vocab.txt")
+    rc, out, err = run(capsys, "inspect", BUNDLED, "--wrt", "embeddings", "--json")
+    assert rc == 0 and json.loads(out)["wrt"]["name"] == "/tok/Gather_output_0"
+    rc, out, err = run(capsys, "audit", BUNDLED, "--data", BUNDLED.with_suffix(".npz"), "--wrt", "embeddings",
+                       "--vocab", vocab, "--method", "gradient", "--heatmaps", "1", "--out", tmp_path / "audit", *FAST)
+    assert rc == 0, err
+    doc = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert doc["data"]["text"]["tokens"][0][0] == "[CLS]" and doc["data"]["text"]["relevance_mass"]["gradient"]["mean"]
     rc, out, err = run(capsys, "explain", BUNDLED, BUNDLED.with_suffix(".npz"), "--wrt", "embeddings",
                        "--vocab", vocab, "--method", "gradient", "--out", tmp_path, "-q")
     assert rc == 0, err
