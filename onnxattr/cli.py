@@ -106,6 +106,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     fed = model.graph.needed()
     if model.graph.token_input is not None or len(fed) > 1:
         return explain_text(args, model, options, target)
+    if args.vocab is not None:
+        raise OptionError("--vocab is for text models (fed token ids, attributed with --wrt embeddings)")
     x = read_inputs(args.inputs, model, args.layout, tuple(args.resize) if args.resize else None, args.mean, args.std)
     feeds = x if fed == [model.input_name] else {fed[0]: x}  # else a vision model attributed at a layer (--wrt)
     if feeds is not x:  # the maps are drawn over the layer's activation

@@ -149,6 +149,19 @@ def test_explain_without_wrt_says_to_use_it(capsys, tiny, tmp_path):
     model, data, _, _ = tiny
     rc, _, err = run(capsys, "explain", model, data, "--out", tmp_path)
     assert rc == 2 and "wrt='embeddings'" in err and "Traceback" not in err
+    rc, _, err = run(capsys, "explain", tm_image_model(tmp_path), tmp_path / "x.npy", "--vocab", tiny[2])
+    assert rc == 2 and "--vocab is for text models" in err
+
+
+def tm_image_model(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A one-input float model and a batch for it, for the refusals of text-only options."""
+    import onnx
+    import toy
+
+    path = tmp_path / "linear.onnx"
+    onnx.save(toy.linear(4, 2), path)
+    np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
+    return path
 
 
 def test_inspect_shows_the_canonized_patterns_the_wrt_tensor_and_the_fixed_inputs(capsys, tiny):

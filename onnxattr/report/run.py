@@ -341,25 +341,16 @@ def audit(
     model = (model_or_path if isinstance(model_or_path, Model)
              else load(model_or_path, device=device, input_name=input_name, output_name=output_name, wrt=wrt))
     source = None if isinstance(model_or_path, Model) else str(model_or_path)
-    tokens = None if vocab is None else load_vocab(vocab)
-    text = takes_feeds(model)
-    if text:
-        text_data, sources, n_total, picked = read_feed_data(data, model, sample, seed)
-        x, lay, relevant = model.check_feeds(text_data.feeds, "data"), None, text_data.relevant
-        plan = _without_sanity_checks(plan)
-        n = len(picked)
-    else:
-        x_all, sources, n_total, picked = read_data(data, model, sample, seed, layout, resize, mean, std)
-        x = model.check_input(x_all, "data")
-        lay = check_layout(layout, x.shape) if x.ndim == 4 else None
-        n = len(x)
-    out = model(x)
-    logits = out.reshape(n, -1)
-    predicted = model.resolve_target(None, out, x) if text else logits.argmax(axis=1)
-    if text and target is None and text_data.target is not None:  # the data's own targets, sampled with it
-        given = model.check_target(text_data.target, n)
-    else:
-        given = _given_targets(model, target, n_total, picked, n)
+    if vocab is not None and not takes_feeds(model):
+        raise OptionError(f"vocab is for text models (fed token ids, attributed with wrt=); {model!r} is not")
+    if takes_feeds(model):
+        return _audit_feeds(model, source, data, plan, target, seed, vocab, out_dir, progress, started)
+    x_all, sources, n_total, picked = read_data(data, model, sample, seed, layout, resize, mean, std)
+    x = model.check_input(x_all, "data")
+    lay = check_layout(layout, x.shape) if x.ndim == 4 else None
+    logits = model(x).reshape(len(x), -1)
+    predicted = logits.argmax(axis=1)
+    given = _given_targets(model, target, n_total, picked, len(x))
     targets = predicted if given is None else given
 
     bar = Progress(len(plan.methods) * plan.steps_per_method, progress)
@@ -370,14 +361,49 @@ def audit(
     finally:
         bar.close()
     data_section = {
-        "sources": sources, "n_inputs": n_total, "sample": [int(i) for i in picked],
-        "shape": {k: list(v.shape) for k, v in x.items()} if text else list(x.shape),
+        "sources": sources, "n_inputs": n_total, "sample": [int(i) for i in picked], "shape": list(x.shape),
         "layout": lay, "target": "argmax" if given is None else "given",
-        "targets": np.asarray(targets).tolist(), "predicted": np.asarray(predicted).tolist(),
+        "targets": [int(v) for v in targets], "predicted": [int(v) for v in predicted],
     }
-    if text:
-        data_section["text"] = text_summary(model, x, relevant, {k: r.attribution for k, r in results.items()},
-                                            min(plan.heatmaps, n), tokens)
+    report = assemble(model, source, x, plan, results, data_section, started)
+    if out_dir is not None:
+        report.write(out_dir)
+    return report
+
+
+def _audit_feeds(model: Model, source: str | None, data: Any, plan: AuditPlan, target: Any, seed: int,
+                 vocab: str | os.PathLike | None, out_dir: str | os.PathLike | None, progress: bool | TextIO,
+                 started: float) -> AuditReport:
+    """:func:`audit` of a model fed a dict {input name: array} (a text model, ``wrt=``): the
+    data are feeds (:func:`onnxattr.inputs.read_feed_data`), the maps are at the ``wrt`` tensor,
+    features are its tokens, the heatmaps are the tokens coloured per method, and where the data
+    mark the deciding tokens (``relevant``) the relevance mass on them is reported."""
+    tokens = None if vocab is None else load_vocab(vocab)
+    text, sources, n_total, picked = read_feed_data(data, model, plan.sample, seed)
+    x, n = model.check_feeds(text.feeds, "data"), len(picked)
+    plan = _without_sanity_checks(plan)
+    out = model(x)
+    predicted = model.resolve_target(None, out, x)
+    if target is None and text.target is not None:  # the data's own targets, sampled with it
+        given = model.check_target(text.target, n)
+    else:
+        given = _given_targets(model, target, n_total, picked, n)
+    targets = predicted if given is None else given
+    bar = Progress(len(plan.methods) * plan.steps_per_method, progress)
+    results: dict[str, MethodResult] = {}
+    try:
+        for name in plan.methods:
+            results[name] = run_method(model, x, targets, name, plan, None, int(np.prod(out.shape[1:])), bar)
+    finally:
+        bar.close()
+    data_section = {
+        "sources": sources, "n_inputs": n_total, "sample": [int(i) for i in picked],
+        "shape": {k: list(v.shape) for k, v in x.items()}, "layout": None,
+        "target": "argmax" if given is None else "given",
+        "targets": np.asarray(targets).tolist(), "predicted": np.asarray(predicted).tolist(),
+        "text": text_summary(model, x, text.relevant, {k: r.attribution for k, r in results.items()},
+                             min(plan.heatmaps, n), tokens),
+    }
     report = assemble(model, source, x, plan, results, data_section, started)
     if out_dir is not None:
         report.write(out_dir)
