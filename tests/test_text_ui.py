@@ -230,3 +230,19 @@ def test_three_commands_on_the_bundled_text_model(capsys, tmp_path):
     assert np.mean(doc["relevance_mass"]) > np.mean(doc["relevant_share"])
     html = (tmp_path / "gradient.html").read_text()
     assert ">A</span>" in html and ">B</span>" in html and ">[CLS]</span>" in html
+
+
+def test_audit_of_a_causal_lm_explains_the_next_token_at_the_last_kept_position():
+    """(B, T, V) logits: the default target is (last position the mask keeps, its argmax), and the
+    curves follow that raw logit normalised by their ends."""
+    from onnxattr.report import audit
+
+    model = onnxattr.load(tm.text_model(lm=True), wrt="embeddings")
+    feeds = tm.batch(3)
+    report = audit(model, feeds, methods=["gradient"], progress=False, curve_steps=4, n_subsets=4, n_sizes=2)
+    doc = report.to_json()
+    logits = model(feeds)
+    last = feeds["attention_mask"].shape[1] - 1 - np.argmax(feeds["attention_mask"][:, ::-1], axis=1)
+    assert doc["data"]["targets"] == [[int(p), int(logits[i, p].argmax())] for i, p in enumerate(last)]
+    assert doc["methods"]["gradient"]["deletion"]["quantity"] == "logit"
+    assert "Heatmaps" in report.to_html()
