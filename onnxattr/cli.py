@@ -1,8 +1,11 @@
 """The ``onnxattr`` command.
 
-``onnxattr explain MODEL INPUT... --method M`` writes heatmaps (PNG) and raw maps (.npy);
+``onnxattr explain MODEL INPUT... --method M`` writes heatmaps (PNG) and raw maps (.npy); for a
+text model (``--wrt embeddings``, .npz inputs with one array per graph input) the tokens coloured
+by relevance (an HTML page and a PNG per input);
 ``onnxattr inspect MODEL`` lists op support (exit 1 if a node is unsupported), the layers with
-their shapes and the rule each gets; ``onnxattr audit MODEL --data ...`` runs methods over a data
+their shapes, the canonized patterns, the ``--wrt`` tensor and the inputs held fixed, and the rule
+each layer gets; ``onnxattr audit MODEL --data ...`` runs methods over a data
 sample and writes report.html and report.json (exit 1 if a gate fails); ``onnxattr methods``
 lists the methods.
 
