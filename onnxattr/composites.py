@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .errors import OptionError
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, ZBox, ZPlus  # noqa: F401
+from .rules import AttentionOp, Constant, GradientForm, Identity, LayerNormIdentity, RMSNormIdentity, Uniform
 
 if TYPE_CHECKING:
     from .graph import LayerGraph, Node
@@ -105,12 +106,72 @@ class Last(_Position):
     index = -1
 
 
+def producers(graph: LayerGraph) -> dict[str, Node]:
+    """{tensor: the node that computes it}."""
+    return {t: n for n in graph.nodes for t in n.outputs if t}
+
+
+def origin(graph: LayerGraph, producer: Mapping[str, Node], tensor: str) -> Node | None:
+    """The node that computes ``tensor``, looking through the nodes that only move, cast or mask
+    it: routes (casts, reshapes, transposes, dropout) and Where (the NaN guard torch's SDPA export
+    puts after the softmax), each with one operand on the relevance path. ``producer``: from
+    :func:`producers`."""
+    node = producer.get(tensor)
+    while node is not None and (node.kind == "route" or node.op_type == "Where"):
+        live = [t for t in node.inputs if t in graph.live]
+        if len(live) != 1:
+            break
+        node = producer.get(live[0])
+    return node
+
+
+class Product(Selector):
+    """MatMul, Einsum, Mul and Gate nodes with two or more operands that depend on the attributed
+    tensor (``graph.live``): Q K^T, A V, gate * up. A mask or RoPE's cos/sin, computed from
+    shapes, integers and constants, does not count.
+
+    With ``constant=(i, selector)``: only the products of exactly two such operands whose
+    operand ``i`` comes from a node ``selector`` picks (through casts, reshapes and
+    transposes, :func:`origin`) and whose other operand does not: attention weights (``OpType("Softmax")``)
+    times V, a gate (``ACTIVATIONS``) times up.
+    """
+
+    op_types = ("MatMul", "Einsum", "Mul", "Gate")
+
+    def __init__(self, constant: tuple[int, Selector] | None = None) -> None:
+        self.constant = constant
+
+    def bind(self, graph: LayerGraph) -> Any:
+        source = self.constant[1].bind(graph) if self.constant is not None else None
+        producer = producers(graph)
+
+        def pred(node: Node) -> bool:
+            if node.op_type not in self.op_types:
+                return False
+            live = [i for i, t in enumerate(node.inputs) if t and t in graph.live]
+            if len(live) < 2:
+                return False
+            if self.constant is None:
+                return True
+            index = self.constant[0]
+            if len(live) != 2 or index not in live:
+                return False
+            picked = [(o := origin(graph, producer, node.inputs[i])) is not None and bool(source(o)) for i in live]
+            return picked[live.index(index)] and not picked[1 - live.index(index)]
+
+        return pred
+
+    def __repr__(self) -> str:
+        return "Product()" if self.constant is None else f"Product(constant=({self.constant[0]}, {self.constant[1]!r}))"
+
+
 @dataclass
 class Composite:
     """An ordered list of (selector, rule); the first match wins.
 
     With ``lrp=True`` the LRP base map follows the given pairs: activations and BatchNorms that
-    could not be fused (``Affine``) pass relevance (:class:`~onnxattr.rules.Pass`, as Zennit),
+    could not be fused (``Affine``) and local response normalisations (``LRN``, as the LRP
+    toolbox and iNNvestigate) pass relevance (:class:`~onnxattr.rules.Pass`, as Zennit),
     and Add, Sum and average pooling split it in proportion to their inputs
     (:class:`~onnxattr.rules.Norm`); MaxPool and reshapes keep the gradient.
     """
@@ -124,7 +185,7 @@ class Composite:
         for pair in self.rules:
             if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], Selector) and isinstance(pair[1], Rule)):
                 raise TypeError(f"a composite maps a Selector to a Rule; got {pair!r}")
-        self._base = ((Kind("activation"), Pass()), (OpType("Affine"), Pass()), (Kind("sum"), Norm())) if self.lrp else ()
+        self._base = ((Kind("activation"), Pass()), (OpType("Affine", "LRN"), Pass()), (Kind("sum"), Norm())) if self.lrp else ()
 
     def assign(self, graph: LayerGraph) -> dict[str, Rule]:
         """{node name -> rule} for every node of ``graph`` that a selector picks; the first match
@@ -190,3 +251,44 @@ def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6) -> Composite:
     """Flat on the first layer, alpha2-beta1 on the other convolutions, epsilon on dense layers."""
     return Composite([(First(LINEAR), Flat()), (CONV, AlphaBeta(2.0, 1.0)), (DENSE, Epsilon(epsilon))],
                      lrp=True, name="epsilon_alpha2_beta1_flat")
+
+
+#: the elementwise nonlinearities that AttnLRP's identity rule passes relevance through. ReLU,
+#: LeakyReLU and PReLU are left their gradient, which for a positively homogeneous f is the same
+#: (f(x) / x = f'(x)) and needs neither x nor y kept
+ACTIVATIONS = OpType("Gelu", "Swish", "Tanh", "Sigmoid", "Elu", "Selu", "Softplus", "Softsign", "HardSwish",
+                     "HardSigmoid", "Erf", "Clip")
+#: what a gate of a gated MLP is computed by (CP-LRP holds it constant)
+GATES = OpType(*ACTIVATIONS.op_types, "Relu", "LeakyRelu", "PRelu")
+NORMS = ((OpType("LayerNormalization"), LayerNormIdentity()), (OpType("RMSNormalization"), RMSNormIdentity()))
+
+
+def _linear(linear: Rule | None) -> list[tuple[Selector, Rule]]:
+    return [] if linear is None else [(Kind("linear"), GradientForm(linear))]
+
+
+def attnlrp(linear: Rule | None = None) -> Composite:
+    """AttnLRP as LXT 2.1's efficient mode applies it (Achtibat et al. 2024), a gradient plan:
+    the uniform rule at every product of two activations (Q K^T, A V, gate * up) and inside the
+    opset-23 Attention op, the identity rule at LayerNorm and RMSNorm (1/std constant) and at
+    elementwise nonlinearities; Softmax, linear layers, residual Adds and embeddings keep their
+    gradient (LRP-0). ``linear``: an LRP rule for the linear layers (``Gamma(0.25)`` as LXT's ViT
+    example), run in gradient form (:class:`~onnxattr.rules.GradientForm`)."""
+    rules = _linear(linear) + [(OpType("Attention"), AttentionOp()), (Product(), Uniform()), *NORMS,
+                               (ACTIVATIONS, Identity())]
+    return Composite(rules, name="attnlrp")
+
+
+def cplrp(linear: Rule | None = None) -> Composite:
+    """CP-LRP (Ali et al. 2022) as LXT 2.1 applies it: the attention weights are constants (A V
+    sends nothing to A, so nothing reaches Q and K through the softmax; V keeps its gradient),
+    and so is the gate of a gated MLP (gate * up: up keeps its gradient); norms and
+    nonlinearities as in :func:`attnlrp`."""
+    softmax, gate = OpType("Softmax"), GATES
+    rules = _linear(linear) + [
+        (OpType("Attention"), AttentionOp(qk=0.0, v=1.0)),
+        (Product(constant=(0, softmax)), Constant(0)), (Product(constant=(1, softmax)), Constant(1)),
+        (Product(constant=(0, gate)), Constant(0)), (Product(constant=(1, gate)), Constant(1)),
+        *NORMS, (ACTIVATIONS, Identity()),
+    ]
+    return Composite(rules, name="cplrp")

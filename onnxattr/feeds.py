@@ -5,7 +5,8 @@ A model is fed a dict {graph input name: array}, or one array where it has a sin
 array is checked against its input's declaration: a NumPy array (not a masked one), of the
 declared dtype kind (float inputs exactly the declared float type; integer inputs any integer
 type, cast to the declared one; boolean inputs bool), of the declared rank and fixed dimensions,
-non-empty, finite (floats), and every input with the same batch size.
+non-empty, finite (floats), and every input with the same batch size. Checked arrays are
+C-contiguous (views are copied), so that a view gives the numbers of its contiguous copy.
 
 Methods that put many copies of a batch through the model (Integrated Gradients, SmoothGrad,
 Occlusion, DeepLIFT) stack the copies copy-major: row ``r`` of a stack of ``k`` copies of an
@@ -83,7 +84,9 @@ def check_array(a: Any, info: TensorInfo, what: str) -> np.ndarray:
         raise InputError(f"{what} is an empty batch")
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise InputError(f"{what} contains NaN or infinite values")
-    return a
+    # C order: a Fortran-ordered or strided view must give the contiguous array's numbers, and
+    # kernels (onnxruntime's, BLAS) sum in an order that follows the memory layout
+    return np.ascontiguousarray(a)
 
 
 def show(shape: tuple) -> str:

@@ -199,3 +199,30 @@ def test_class_sensitivity_of_the_gradient_of_a_linear_model_compares_weight_col
     assert one.others.shape == (3, 2)
     with pytest.raises(OptionError, match="n_classes"):
         class_sensitivity(m, x, method="gradient", n_classes=5)
+
+
+def test_class_sensitivity_is_undefined_where_a_map_is_constant():
+    """The undefined rule (issue 13): a rank correlation with a constant map ranks rounding noise.
+    Class 0's weight column is 1 plus one-ulp noise (range ~1e-7 < 1e-6 of its largest |value|),
+    and a bias makes class 0 the least likely and class 1 the predicted class for every input."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((12, 4))
+    w[:, 0] = 1.0 + np.where(rng.random(12) < 0.5, 0.0, np.spacing(np.float32(1.0)))
+    proto = toy.model([helper.make_node("Gemm", ["x", "w", "b"], ["y"])], {"w": w, "b": [-1e3, 1e3, 0.0, 0.0]}, 12, 4)
+    m = onnxattr.load(proto)
+    x = RNG.standard_normal((3, 12)).astype(np.float32)
+    cs = class_sensitivity(m, x, method="gradient", n_classes=None, seed=0)
+    assert (cs.least == 0).all() and (cs.predicted == 1).all()
+    assert np.isnan(cs.spearman_least).all()
+    assert all("least likely class's map is constant" in why for why in cs.undefined)
+    assert np.isfinite(spearman(w[None, :, 1], w[None, :, 0].astype(np.float32)))  # without the rule: noise ranked
+    zero = cs.others == 0
+    assert np.isnan(cs.spearman_others[zero]).all() and np.isfinite(cs.spearman_others[~zero]).all()
+    assert np.isfinite(cs.cosine_least).all()  # a constant, non-zero map has a direction
+    r = onnxattr.audit(m, x, methods=["gradient"], gates=["class_sensitivity"], analyses=["class_sensitivity"],
+                       sample=None, progress=False)
+    assert r.methods["gradient"].metrics["class_sensitivity.spearman"] is None and not r.passed
+    assert "least likely class's map is constant" in r.methods["gradient"].undefined["class_sensitivity.spearman"]
+    assert "constant maps" in r.gates[0].detail
+    defined = class_sensitivity(onnxattr.load(toy.linear(12, 4, seed=4)), x, method="gradient")
+    assert defined.undefined == [""] * 3 and np.isfinite(defined.spearman_least).all()

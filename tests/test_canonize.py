@@ -155,7 +155,8 @@ def test_gate_takes_no_relevance_under_lrp():
 def _graph(nodes, consts, in_shape, out_shape, opset=17):
     from onnx import TensorProto, helper, numpy_helper
 
-    inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k) for k, v in consts.items()]
+    inits = [numpy_helper.from_array(v if isinstance(v, np.ndarray) and v.dtype == np.int64 else np.asarray(v, dtype=np.float32), k)
+             for k, v in consts.items()]  # int64 arrays (pads, axes) stay int64
     g = helper.make_graph([helper.make_node(*n[:3], **(n[3] if len(n) > 3 else {})) for n in nodes], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
@@ -284,3 +285,68 @@ def test_canonical_activation_passes_relevance_where_its_pieces_did_not(name):
         created.append(sum(t.relevance_in - t.relevance_out for t in between) / np.abs(logit))
     np.testing.assert_allclose(created[0], 0, atol=1e-6)
     assert np.abs(created[1]).max() > 1e-2
+
+
+# ---- zero padding written as a Pad node; keras' input scalings on NHWC ----------------------
+
+def _flat_relevance_sum(graph, proto, x):
+    """sum of R at the input / f_0 under lrp.epsilon_plus_flat (Flat on the first Conv)."""
+    m = onnxattr.Model(graph, proto)
+    a = onnxattr.attribute(m, x, target=0, method="lrp.epsilon_plus_flat")
+    return a.reshape(len(x), -1).sum(axis=1) / m(x)[:, 0]
+
+
+def test_zero_pad_before_a_conv_becomes_its_pads():
+    """TorchScript's TF-style "same" padding: Pad(0) then Conv. Folded, Flat spreads no relevance
+    onto the padded zeros, so a Conv without bias conserves it."""
+    rng = np.random.default_rng(6)
+    consts = {"pads": np.array([0, 0, 0, 1, 0, 0, 1, 1], dtype=np.int64), "zero": 0.0, "w": rng.standard_normal((2, 3, 3, 3))}
+    nodes = [("Pad", ["x", "pads", "zero"], ["p"]), ("Conv", ["p", "w"], ["c"], {"strides": [2, 2], "pads": [1, 0, 0, 0]}),
+             ("Flatten", ["c"], ["y"])]
+    proto = _graph(nodes, consts, ["N", 3, 6, 6], ["N", 18])
+    canon = _same_function(proto, (2, 3, 6, 6))
+    assert [n.op_type for n in canon.nodes] == ["Conv", "Flatten"] and canon.nodes[0].op.pads == [1, 1, 1, 1]
+    assert {p for p, _ in canon.canonized} == {"Pad -> Conv"}
+    x = rng.uniform(0, 1, (2, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(_flat_relevance_sum(canon, proto, x), 1, rtol=1e-5)
+    assert np.all(_flat_relevance_sum(build(proto), proto, x) < 0.99)  # as written: lost on the padding
+
+
+@pytest.mark.parametrize("case", ["value 1", "reflect", "channel axis", "MaxPool of signed values"])
+def test_other_pads_stay_as_written(case):
+    rng = np.random.default_rng(7)
+    pads = [0, 1, 1, 1, 0, 0, 1, 1] if case == "channel axis" else [0, 0, 1, 1, 0, 0, 1, 1]
+    consts = {"pads": np.array(pads, dtype=np.int64), "v": 1.0 if case == "value 1" else 0.0,
+              "w": rng.standard_normal((2, 4 if case == "channel axis" else 3, 3, 3))}
+    mode = {"mode": "reflect"} if case == "reflect" else {}
+    layer = (("MaxPool", ["p"], ["c"], {"kernel_shape": [2, 2]}) if case.startswith("MaxPool")
+             else ("Conv", ["p", "w"], ["c"]))
+    nodes = [("Pad", ["x", "pads", "v"], ["p"], mode), layer, ("Flatten", ["c"], ["y"])]
+    out = 3 * 7 * 7 if case.startswith("MaxPool") else 2 * 6 * 6
+    canon = _same_function(_graph(nodes, consts, ["N", 3, 6, 6], ["N", out]), (2, 3, 6, 6))
+    assert "Pad" in {n.op_type for n in canon.nodes} and not canon.canonized
+
+
+def test_zero_pad_before_a_maxpool_of_relu_becomes_its_pads():
+    """keras ZeroPadding2D before MaxPool, after a ReLU: max(0, ...) = max(...) where x >= 0."""
+    consts = {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64)}
+    nodes = [("Relu", ["x"], ["r"]), ("Pad", ["r", "pads"], ["p"]),
+             ("MaxPool", ["p"], ["c"], {"kernel_shape": [3, 3], "strides": [2, 2]}), ("Flatten", ["c"], ["y"])]
+    canon = _same_function(_graph(nodes, consts, ["N", 3, 6, 6], ["N", 27]), (2, 3, 6, 6))
+    assert [n.op_type for n in canon.nodes] == ["Relu", "MaxPool", "Flatten"] and canon.nodes[1].op.pads == [1, 1, 1, 1]
+
+
+def test_keras_input_scalings_on_nhwc_become_one_affine_that_passes_relevance():
+    """Rescaling(1/255) then Normalization (per-channel mean and 1/std along the last axis): one
+    Affine along axis 3 instead of Muls that keep their gradient and scale relevance by 1/255."""
+    rng = np.random.default_rng(8)
+    consts = {"k": 1 / 255, "m": -rng.uniform(0, 1, (1, 1, 1, 3)), "s": rng.uniform(2, 4, (1, 1, 1, 3)),
+              "w": rng.uniform(0, 1, (2, 3, 3, 3))}
+    nodes = [("Mul", ["x", "k"], ["a"]), ("Add", ["a", "m"], ["b"]), ("Mul", ["b", "s"], ["n"]),
+             ("Transpose", ["n"], ["t"], {"perm": [0, 3, 1, 2]}), ("Conv", ["t", "w"], ["c"]), ("Flatten", ["c"], ["y"])]
+    proto = _graph(nodes, consts, ["N", 6, 6, 3], ["N", 32])
+    canon = _same_function(proto, (2, 6, 6, 3))
+    assert [n.op_type for n in canon.nodes] == ["Affine", "Transpose", "Conv", "Flatten"] and canon.nodes[0].op.axis == 3
+    x = rng.uniform(200, 255, (2, 6, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(_flat_relevance_sum(canon, proto, x), 1, rtol=1e-5)
+    assert np.all(_flat_relevance_sum(build(proto), proto, x) < 0.1)  # as written: times s / 255

@@ -1,16 +1,20 @@
 """Composites: how selectors bind to a graph, the first match winning, the LRP base map, the
 check of a rule against the kind of layer it is put on, and the printed forms."""
+import pathlib
+
 import numpy as np
 import pytest
 from onnx import helper
 
 import onnxattr
-from onnxattr.composites import Composite, First, Kind, Last, Name, OpType, epsilon_plus_flat
+from onnxattr.composites import ACTIVATIONS, Composite, First, Kind, Last, Name, OpType, Product, epsilon_plus_flat
 from onnxattr.errors import OptionError
 from onnxattr.graph import build
 from onnxattr.canonize import canonize
 from onnxattr.rules import Epsilon, Flat, Norm, Pass, ZPlus
 from toy import model
+
+DATA = pathlib.Path(__file__).parent / "data"
 
 
 def residual_bn():
@@ -88,4 +92,76 @@ def test_describe_and_repr(graph):
     assert text[0] == "Composite 'epsilon_plus_flat':"
     assert text[1].split() == ["First(OpType('Conv',", "'ConvTranspose',", "'Gemm',", "'Dense'))", "->", "Flat(epsilon=1e-06)"]
     assert [line.split("->")[1].strip() for line in text[4:]] == ["Pass()", "Pass()", "Norm(epsilon=1e-06)", "gradient"]
-    assert "OpType('Affine')" in text[5]
+    assert "OpType('Affine', 'LRN')" in text[5]
+
+
+def test_lrn_passes_relevance_in_the_lrp_base_map():
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("LRN", ["c"], ["n"], size=3, name="lrn"),
+             helper.make_node("Flatten", ["n"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w2"], ["y"], name="fc")]
+    proto = model(nodes, {"w": rng.standard_normal((2, 1, 1, 1)), "w2": rng.standard_normal((8, 3))}, 1, 3,
+                  in_shape=[None, 1, 2, 2])
+    g = canonize(build(proto))
+    assert isinstance(Composite([], lrp=True).assign(g)["lrn"], Pass)
+
+
+def products():
+    """a = fc1(x); s = sigmoid(a); m1 = s * b (gate * up), m2 = a * c (two plain operands),
+    m3 = a * 2 (one operand on the path), each summed into y."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1"], ["a"], name="fc1"),
+        helper.make_node("Gemm", ["x", "w2"], ["b"], name="fc2"),
+        helper.make_node("Sigmoid", ["a"], ["s"], name="sig"),
+        helper.make_node("Cast", ["s"], ["sc"], to=1, name="cast"),
+        helper.make_node("Mul", ["b", "sc"], ["m1"], name="m1"),
+        helper.make_node("Mul", ["a", "b"], ["m2"], name="m2"),
+        helper.make_node("Mul", ["a", "two"], ["m3"], name="m3"),
+        helper.make_node("Sum", ["m1", "m2", "m3"], ["y"], name="sum"),
+    ]
+    return model(nodes, {"w1": rng.standard_normal((3, 3)), "w2": rng.standard_normal((3, 3)), "two": 2.0}, 3, 3)
+
+
+def test_product_selector_finds_products_of_two_activations_and_their_gates():
+    g = canonize(build(products()))
+    assert picked(Product(), g) == ["m1", "m2"]
+    assert picked(Product(constant=(1, ACTIVATIONS)), g) == ["m1"]  # through the Cast
+    assert picked(Product(constant=(0, ACTIVATIONS)), g) == []
+    assert picked(Product(constant=(0, OpType("Softmax"))), g) == []
+    assert repr(Product(constant=(1, OpType("Softmax")))) == "Product(constant=(1, OpType('Softmax')))"
+
+
+def test_attnlrp_and_cplrp_rules_on_products():
+    """attnlrp halves both operands' gradients at m1 and m2; cplrp sends nothing to the gate s and
+    leaves m2 its gradient."""
+    m = onnxattr.load(products())
+    x = np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)
+    a, b = x @ m.params["w1"], x @ m.params["w2"]
+    s = 1 / (1 + np.exp(-a))
+    w1, w2 = m.params["w1"], m.params["w2"]
+    t = 0
+    # d/dx of y_t = b s + a b + 2 a, with each product's operands' gradients halved (attnlrp) and
+    # the sigmoid by the identity rule (g s / a)
+    g_a = 0.5 * b[:, t] * s[:, t] / (a[:, t] + 1e-10) + 0.5 * b[:, t] + 2
+    g_b = 0.5 * s[:, t] + 0.5 * a[:, t]
+    want = x * (np.outer(g_a, w1[:, t]) + np.outer(g_b, w2[:, t]))
+    np.testing.assert_allclose(onnxattr.attribute(m, x, t, "attnlrp"), want, rtol=1e-4)
+    g_a = b[:, t] + 2  # cplrp: no uniform rule; the gate gets nothing, m2 its gradient
+    g_b = s[:, t] + a[:, t]
+    want = x * (np.outer(g_a, w1[:, t]) + np.outer(g_b, w2[:, t]))
+    np.testing.assert_allclose(onnxattr.attribute(m, x, t, "cplrp"), want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["torch_silu_op13", "torch_gelu_erf_op13", "torch_gelu_tanh_op17",
+                                  "torch_hardswish_op13", "torch_se_hard_op13"])
+def test_deeplift_rescales_the_canonical_nonlinearities(name):
+    """Summation to delta: with every nonlinearity rescaled, sum R = f(x) - f(0) (before, the
+    canonical Swish/Gelu/HardSwish/Gate kept their gradient and it failed on each)."""
+    m = onnxattr.load(str(DATA / "canon" / f"{name}.onnx"))
+    shape = tuple(d if isinstance(d, int) else 2 for d in m.graph.input.shape)
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    r = onnxattr.attribute(m, x, 0, "deeplift")
+    delta = (m(x) - m(np.zeros_like(x))).reshape(len(x), -1)[:, 0]
+    np.testing.assert_allclose(r.reshape(len(x), -1).sum(axis=1), delta, rtol=1e-4, atol=1e-7)

@@ -53,7 +53,7 @@ IMAGE = [n for n in NAMES if np.load(MODELS / f"{n}.npz")["input"].ndim == 4]
 
 def all_methods(ref):
     for name in onnxattr.methods():
-        if name == "lrp":
+        if name in ("lrp", "attention_rollout"):  # a composite needed; no attention in a CNN
             continue
         opts = {"low": 0.0, "high": 1.0} if name == "lrp.epsilon_gamma_box" else {}
         if name in ("integrated_gradients", "smoothgrad"):

@@ -17,7 +17,7 @@ absolute maps, each min-max normalised to [0, 1] (on 1-D vectors a 1-D window is
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from .. import backend
 from ..errors import InputError, OptionError
 from ..layout import channel_axis, check_layout
 from ..attribution.registry import attribute
+from .faithfulness import flat
 from .similarity import cosine, minmax, spearman, ssim
 
 if TYPE_CHECKING:
@@ -158,7 +159,8 @@ def randomization_test(model: Model, x: np.ndarray, target: Any = None, method: 
 class ClassSensitivity:
     """Maps of other classes against the predicted class's map, per sample: ``predicted`` (N,)
     and ``least`` (N,) (the least likely class), ``spearman_least``/``cosine_least`` (N,);
-    ``others`` (N, K) random other classes, ``spearman_others``/``cosine_others`` (N, K)."""
+    ``others`` (N, K) random other classes, ``spearman_others``/``cosine_others`` (N, K);
+    ``undefined`` (N,): why ``spearman_least`` is NaN for a sample ("" where it is defined)."""
 
     predicted: np.ndarray
     least: np.ndarray
@@ -167,6 +169,27 @@ class ClassSensitivity:
     others: np.ndarray
     spearman_others: np.ndarray
     cosine_others: np.ndarray
+    undefined: list[str] = field(default_factory=list)
+
+
+def _constant(a: np.ndarray) -> np.ndarray:
+    """Per sample, whether the map is constant for a correlation (:func:`.faithfulness.flat`:
+    its range is 0 or below 1e-6 of its largest |value|)."""
+    a = np.asarray(a, dtype=np.float64)
+    return flat(a.reshape(a.shape[0], -1))
+
+
+def _rank_correlation(ref: np.ndarray, ref_flat: np.ndarray, other: np.ndarray,
+                      what: str = "the other class's map") -> tuple[np.ndarray, list[str]]:
+    """Spearman of ``ref`` and ``other`` per sample, NaN where either map is constant, and why
+    ("" where it is defined)."""
+    other_flat = _constant(other)
+    out = spearman(ref, other)
+    out[ref_flat | other_flat] = np.nan
+    side = np.where(ref_flat, "the predicted class's map", what)
+    reasons = [f"{side[i]} is constant (its range is below 1e-6 of its largest |value|), so it ranks nothing"
+               if ref_flat[i] or other_flat[i] else "" for i in range(len(out))]
+    return out, reasons
 
 
 def class_sensitivity(model: Model, x: np.ndarray, method: str = "gradient", n_classes: int | None = None,
@@ -179,7 +202,10 @@ def class_sensitivity(model: Model, x: np.ndarray, method: str = "gradient", n_c
     likely class (argmin) and with the maps of ``n_classes`` other classes drawn at random
     (without replacement, seeded) from those other than the predicted one (default None: all of
     them, one attribution per class; set it on models with many classes). Similarities: Spearman
-    rank correlation and cosine of the flattened signed maps.
+    rank correlation and cosine of the flattened signed maps. A rank correlation with a constant
+    map (range below 1e-6 of its largest |value|, so that its ranks order rounding noise) is
+    undefined: NaN, with the reason (for ``spearman_least``) in ``undefined``; a cosine with an
+    all-zero map is NaN.
 
     Returns:
         :class:`ClassSensitivity`.
@@ -198,11 +224,13 @@ def class_sensitivity(model: Model, x: np.ndarray, method: str = "gradient", n_c
     rng = np.random.default_rng(seed)
     others = np.stack([rng.choice(np.delete(np.arange(classes), p), size=k, replace=False) for p in predicted])
     ref = attribute(model, x, target=predicted, method=method, **options)
+    ref_flat = _constant(ref)
     low = attribute(model, x, target=least, method=method, **options)
+    sp_low, reasons = _rank_correlation(ref, ref_flat, low, "the least likely class's map")
     sp_o, cos_o = [], []
     for j in range(k):
         a = attribute(model, x, target=others[:, j], method=method, **options)
-        sp_o.append(spearman(ref, a))
+        sp_o.append(_rank_correlation(ref, ref_flat, a)[0])
         cos_o.append(cosine(ref, a))
-    return ClassSensitivity(predicted, least, spearman(ref, low), cosine(ref, low), others,
-                            np.stack(sp_o, axis=1), np.stack(cos_o, axis=1))
+    return ClassSensitivity(predicted, least, sp_low, cosine(ref, low), others,
+                            np.stack(sp_o, axis=1), np.stack(cos_o, axis=1), reasons)

@@ -71,8 +71,12 @@ _backprop_method(
 )
 
 
-#: the nonlinearities Captum's DeepLift rescales; every other op keeps its gradient
-RESCALED = OpType("Relu", "Elu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus")
+#: the nonlinearities rescaled: Captum's DeepLift list, and the canonical nodes that SiLU, GELU,
+#: hard swish/sigmoid and a squeeze-excitation product become (``onnxattr.canonize``; a Gate's
+#: multiplier (y - y0) / (x - x0) goes to its data, its gate branch gets none); every other op keeps
+#: its gradient
+RESCALED = OpType("Relu", "Elu", "LeakyRelu", "Sigmoid", "Tanh", "Softplus", "Swish", "Gelu", "HardSwish",
+                  "HardSigmoid", "Gate")
 
 
 def _deeplift_composite(eps: float) -> Composite:
@@ -92,8 +96,9 @@ def deeplift(model: Model, x: Feeds, target: np.ndarray | None, baseline: Any, b
 
     Shrikumar, Greenside & Kundaje 2017, "Learning important features through propagating
     activation differences". As Captum's DeepLift: input and reference run as one stacked batch;
-    ReLU, ELU, LeakyReLU, Sigmoid, Tanh and Softplus are rescaled; max pooling, linear layers and
-    every other op keep their gradient. (Not a single-batch backward
+    ReLU, ELU, LeakyReLU, Sigmoid, Tanh and Softplus are rescaled, and so are the canonical
+    Swish, Gelu, HardSwish, HardSigmoid and Gate nodes (Captum leaves a GELU module its
+    gradient); max pooling, linear layers and every other op keep their gradient. (Not a single-batch backward
     pass, so it registers no ``plan`` for layer-wise analyses.)
     """
     feeds, xp = x, model.xp

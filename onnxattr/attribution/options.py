@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..backend import is_device_array
 from ..errors import OptionError
 
 #: the most integration steps or noise samples a method may be asked for
@@ -108,7 +109,7 @@ class Numeric(Check):
             return abs(float(v)) <= FLOAT32_MAX
         if isinstance(v, np.ma.MaskedArray):
             return False
-        host = v.get() if hasattr(v, "get") and not isinstance(v, np.ndarray) else v
+        host = v.get() if is_device_array(v) else v  # not hasattr(v, "get"): a dict has one too
         if not isinstance(host, np.ndarray) or host.dtype.kind not in "iuf":
             return False
         return bool(host.size == 0 or np.abs(host.astype(np.float64)).max() <= FLOAT32_MAX)

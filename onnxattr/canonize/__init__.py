@@ -3,6 +3,8 @@ rules apply. The forward pass is unchanged (up to float rounding); the gradient 
 
 Exporters split layers into pieces, and each piece would get its own rule. In order:
 - Dropout and Identity are dropped (``linear``).
+- A constant-0 Pad before a Conv (or a MaxPool of non-negative values) becomes the window op's
+  own padding (``pad``).
 - Activations and norms written as elementwise nodes become one node (``regions``): SiLU/Swish
   (x * Sigmoid(x)) -> ``Swish``; GELU in Erf or Tanh form -> ``Gelu``; HardSwish and
   HardSigmoid pieces; LayerNorm (ReduceMean, Sub, Pow, ..., and the keras/tf2onnx forms) ->
@@ -23,13 +25,14 @@ from collections import Counter
 
 from ..graph import LayerGraph
 from ..ops import canonical  # noqa: F401  (registers Swish and Gate)
-from . import gate, linear, regions
+from . import gate, linear, pad, regions
 from .edit import Edit
 
 __all__ = ["canonize", "summary"]
 
 PASSES = (
     linear.drop_identities,
+    pad.fold_pads,
     regions.fuse_regions,
     gate.gate_products,
     linear.matmul_to_dense,

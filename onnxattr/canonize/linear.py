@@ -11,7 +11,8 @@
   a Conv, ConvTranspose, Gemm, Dense or Affine whose output feeds only it, are folded into the
   layer's weight and bias: a bias Add, a scale, a BatchNorm that an exporter wrote as Mul/Add.
 - A chain of such ops by per-channel constants elsewhere (a BatchNorm written as Sub/Mul/Add or
-  Mul/Add after a nonlinearity) becomes one ``Affine`` layer.
+  Mul/Add after a nonlinearity, keras' input Rescaling and Normalization on NHWC) becomes one
+  ``Affine`` layer.
 """
 from __future__ import annotations
 
@@ -92,33 +93,50 @@ def fold_constants_into_layers(edit: Edit) -> None:
 
 
 def affine_chains(edit: Edit) -> None:
-    """A chain of Add/Sub/Mul/Div by per-channel constants (axis 1) with a Mul or Div in it
-    becomes one Affine layer y = s x + b, where a constant has one value per channel or the
-    chain has two nodes or more."""
+    """A chain of Add/Sub/Mul/Div by per-channel constants (axis 1, or the last axis of an NHWC
+    tensor: keras' Rescaling and Normalization at the input) with a Mul or Div in it becomes one
+    Affine layer y = s x + b, where a constant has one value per channel or the chain has two
+    nodes or more."""
     for first in list(edit.nodes):
         if first not in edit.nodes or first.op_type not in AFFINE_OPS:
             continue
         data, _ = split_const(first, edit.consts)
         shape = edit.shape(data) if data is not None else None
-        if shape is None or len(shape) < 2 or not isinstance(shape[1], int):
+        if shape is None or len(shape) < 2:
             continue
-        chain, s, b = [], np.ones(shape[1]), np.zeros(shape[1])
-        node: Node | None = first
-        while node is not None and (not chain or edit.only_reader(chain[-1].outputs[0], node)):
-            step = _affine_step(edit, node, shape[1], 1)
-            if step is None or edit.shape(node.outputs[0]) != shape:
+        for axis in (1, len(shape) - 1) if len(shape) > 2 else (1,):
+            found = _affine_chain(edit, first, shape, axis)
+            if found is not None:
+                chain, s, b = found
+                name = chain[0].name
+                inputs = [data, edit.constant(f"{name}::scale", s), edit.constant(f"{name}::bias", b)]
+                attrs = {} if axis == 1 else {"axis": axis}
+                edit.replace(chain, edit.make("Affine", attrs, f"{name}::Affine", inputs, chain[-1].outputs[:1]))
+                edit.found.append(("Mul/Add by per-channel constants -> Affine", [n.name for n in chain]))
                 break
-            chain.append(node)
-            s, b = s * step[0], b * step[0] + step[1]
-            nxt = edit.consumers(node.outputs[0])
-            node = nxt[0] if len(nxt) == 1 else None
-        per_channel = any(np.asarray(edit.consts[split_const(n, edit.consts)[1]]).size > 1 for n in chain)
-        if not any(n.op_type in ("Mul", "Div") for n in chain) or not (per_channel or len(chain) > 1):
-            continue  # a lone scaling by one number (attention's 1 / sqrt(d)) stays as written
-        name = chain[0].name
-        inputs = [data, edit.constant(f"{name}::scale", s), edit.constant(f"{name}::bias", b)]
-        edit.replace(chain, edit.make("Affine", {}, f"{name}::Affine", inputs, chain[-1].outputs[:1]))
-        edit.found.append(("Mul/Add by per-channel constants -> Affine", [n.name for n in chain]))
+
+
+def _affine_chain(edit: Edit, first: Node, shape: tuple, axis: int) -> tuple[list[Node], np.ndarray, np.ndarray] | None:
+    """(nodes, s, b) of the chain from ``first`` with channels along ``axis``, or None where it
+    is no Affine (no Mul or Div; a lone scaling by one number, as attention's 1 / sqrt(d),
+    stays as written)."""
+    channels = shape[axis]
+    if not isinstance(channels, int):
+        return None
+    chain, s, b = [], np.ones(channels), np.zeros(channels)
+    node: Node | None = first
+    while node is not None and (not chain or edit.only_reader(chain[-1].outputs[0], node)):
+        step = _affine_step(edit, node, channels, axis)
+        if step is None or edit.shape(node.outputs[0]) != shape:
+            break
+        chain.append(node)
+        s, b = s * step[0], b * step[0] + step[1]
+        nxt = edit.consumers(node.outputs[0])
+        node = nxt[0] if len(nxt) == 1 else None
+    per_channel = any(np.asarray(edit.consts[split_const(n, edit.consts)[1]]).size > 1 for n in chain)
+    if not any(n.op_type in ("Mul", "Div") for n in chain) or not (per_channel or len(chain) > 1):
+        return None
+    return chain, s, b
 
 
 def _affine_step(edit: Edit, node: Node, channels: int | None,
@@ -161,7 +179,9 @@ def _foldable(edit: Edit, layer: Node, after: Node) -> bool:
 
 
 def _channel_axis(edit: Edit, layer: Node) -> int:
-    """The output channels' axis: the last for dense layers (-1), else 1."""
+    """The output channels' axis: the last for dense layers (-1), an Affine's own, else 1."""
+    if layer.op_type == "Affine":
+        return layer.op.axis
     return -1 if layer.op_type in ("Dense", "Gemm") else 1
 
 

@@ -52,7 +52,10 @@ class Add(_Binary):
         return a + b
 
     def forward(self, a: Array, b: Array) -> tuple[tuple[Array], tuple]:
-        return (a + b,), (a.shape, b.shape)
+        # attention masks add the dtype's minimum to itself (GPT-2: causal mask + padding mask):
+        # -inf, as in onnxruntime and torch, which the Softmax after it turns into 0
+        with np.errstate(over="ignore"):
+            return (a + b,), (a.shape, b.shape)
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         g = grads[0]

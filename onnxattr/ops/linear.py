@@ -213,11 +213,14 @@ class MatMul(Op):
 
 
 class Affine(Linear):
-    """y[n, c, ...] = scale[c] x[n, c, ...] + bias[c]: an unfused BatchNormalization after
+    """y[n, c, ...] = scale[c] x[n, c, ...] + bias[c], c along ``axis`` (1, or the last axis of
+    an NHWC tensor): an unfused BatchNormalization, or per-channel scalings, after
     canonization (not an ONNX op; made by ``onnxattr.canonize``)."""
 
+    defaults = {"axis": 1}
+
     def forward(self, x: Array, scale: Array, bias: Array | None = None) -> tuple:
-        shape = (1, -1) + (1,) * (x.ndim - 2)
+        shape = tuple(-1 if i == self.axis % x.ndim else 1 for i in range(x.ndim))
         y = x * scale.reshape(shape)
         if bias is not None:
             y = y + bias.reshape(shape)

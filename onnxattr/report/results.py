@@ -104,16 +104,15 @@ class MethodResult:
         others, or None where no input is left)."""
         out = {}
         for key, reasons in (("deletion.auc", _reasons(self.deletion)), ("insertion.auc", _reasons(self.insertion)),
-                             ("sensitivity_n.mean", _reasons(self.sensitivity_n))):
+                             ("sensitivity_n.mean", _reasons(self.sensitivity_n)),
+                             ("class_sensitivity.spearman", _reasons(self.class_sensitivity))):
             bad = [s for s in reasons if s]
             if bad:
                 common = Counter(bad).most_common(1)[0][0]
                 out[key] = f"undefined for {len(bad)} of {len(reasons)} inputs ({common})"
         m = self.metrics
-        for key in ("randomization.spearman", "randomization.spearman_abs", "randomization.ssim",
-                    "class_sensitivity.spearman"):
-            ran = self.randomization if key.startswith("randomization") else self.class_sensitivity
-            if ran is not None and m[key] is None:
+        for key in ("randomization.spearman", "randomization.spearman_abs", "randomization.ssim"):
+            if self.randomization is not None and m[key] is None:
                 out[key] = "the correlation is undefined for every input (constant maps)"
         return out
 
