@@ -1,8 +1,11 @@
 """The ``onnxattr`` command.
 
-``onnxattr explain MODEL INPUT... --method M`` writes heatmaps (PNG) and raw maps (.npy);
+``onnxattr explain MODEL INPUT... --method M`` writes heatmaps (PNG) and raw maps (.npy); for a
+text model (``--wrt embeddings``, .npz inputs with one array per graph input) the tokens coloured
+by relevance (an HTML page and a PNG per input);
 ``onnxattr inspect MODEL`` lists op support (exit 1 if a node is unsupported), the layers with
-their shapes and the rule each gets; ``onnxattr audit MODEL --data ...`` runs methods over a data
+their shapes, the canonized patterns, the ``--wrt`` tensor and the inputs held fixed, and the rule
+each layer gets; ``onnxattr audit MODEL --data ...`` runs methods over a data
 sample and writes report.html and report.json (exit 1 if a gate fails); ``onnxattr methods``
 lists the methods.
 
@@ -25,16 +28,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import attribute, load, methods
-from .backend import check_device
+from .backend import check_device, to_host
+from .canonize import summary as canonized_line
 from .errors import OnnxAttrError, OptionError
 from .graph import op_support, read_model
 from .layout import check_layout
 from .text import escape_text
 from .attribution.registry import lookup, plan_of
 from .cluster.ray_import import import_ray
-from .inputs import read_inputs
+from .inputs import load_vocab, read_feeds, read_inputs
 from .report import ANALYSES, CHECKS, DEFAULT_METHODS, METRICS, Progress, audit
 from .report.run import producer
+from .report.text import write_text_explanation
 from .version import __version__
 from .viz import heatmap_picture, save_png
 
@@ -82,6 +87,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--input-name", help="graph input to attribute to (models with several)")
     p.add_argument("--output-name", help="tensor to explain (default: the logits)")
+    p.add_argument("--wrt", help="attribute to a tensor inside the graph: its name, or 'embeddings' "
+                                 "(the word-embedding output of a text model)")
 
 
 def add_input_args(p: argparse.ArgumentParser) -> None:
@@ -89,29 +96,40 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", type=int, nargs=2, metavar=("H", "W"), help="resize images to H W")
     p.add_argument("--mean", type=_floats, default=(0.0,), help="per-channel mean, e.g. 0.485,0.456,0.406")
     p.add_argument("--std", type=_floats, default=(1.0,), help="per-channel std, e.g. 0.229,0.224,0.225")
+    p.add_argument("--vocab", metavar="FILE",
+                   help="text models: token strings from a tokenizer.json or a file with one token per line "
+                        "(line i = id i); ids are shown otherwise")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    model = load(args.model, device=args.device, input_name=args.input_name, output_name=args.output_name)
-    x = read_inputs(args.inputs, model, args.layout, tuple(args.resize) if args.resize else None, args.mean, args.std)
+    model = load(args.model, device=args.device, input_name=args.input_name, output_name=args.output_name, wrt=args.wrt)
     options = dict(parse_option(o) for o in args.option)
     target = None if args.target is None else (args.target[0] if len(args.target) == 1 else args.target)
     if args.heatmaps < 0:
         raise OptionError(f"--heatmaps must be 0 or more, got {args.heatmaps}")
+    fed = model.graph.needed()
+    if model.graph.token_input is not None or len(fed) > 1:
+        return explain_text(args, model, options, target)
+    if args.vocab is not None:
+        raise OptionError("--vocab is for text models (fed token ids, attributed with --wrt embeddings)")
+    x = read_inputs(args.inputs, model, args.layout, tuple(args.resize) if args.resize else None, args.mean, args.std)
+    feeds = x if fed == [model.input_name] else {fed[0]: x}  # else a vision model attributed at a layer (--wrt)
+    if feeds is not x:  # the maps are drawn over the layer's activation
+        x = to_host(model.at_wrt(model.check_feeds(feeds))[model.input_name])
     shown = min(args.heatmaps, len(x))
     bar = Progress(1 + shown, not args.quiet, title="onnxattr explain")
     try:
         bar.label(f"{args.method}: attribution of {len(x)} input(s)")
-        a = attribute(model, x, target=target, method=args.method, **options)
+        a = attribute(model, feeds, target=target, method=args.method, **options)
         bar.step()
-        logits = model(x)
+        logits = model(feeds)
         out = pathlib.Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         stem = args.method.replace(".", "_")
         np.save(out / f"{stem}.npy", a)
         targets = logits.reshape(len(x), -1).argmax(1) if target is None else np.broadcast_to(target, (len(x),))
         written = [str(out / f"{stem}.npy")]
-        layout = check_layout(args.layout, x.shape) if x.ndim == 4 else None
+        layout = check_layout(args.layout if feeds is x else None, x.shape) if x.ndim == 4 else None
         for i in range(shown):
             bar.label(f"heatmap {i + 1} of {shown}")
             path = out / f"{stem}_{i}_target{int(targets[i])}.png"
@@ -122,6 +140,33 @@ def cmd_explain(args: argparse.Namespace) -> int:
         bar.close()
     print(json.dumps({"schema": "onnxattr.explain/1", "method": args.method, "targets": [int(t) for t in targets],
                       "files": written, "heatmaps_left_out": len(x) - shown}))
+    return 0
+
+
+def explain_text(args: argparse.Namespace, model: Any, options: dict[str, Any], target: Any) -> int:
+    """``explain`` for a model fed a dict (text): .npz feeds in, the maps (.npy, and the token
+    scores), one HTML page and a PNG per shown input of the tokens coloured by relevance."""
+    vocab = None if args.vocab is None else load_vocab(args.vocab)
+    data = read_feeds(args.inputs, model)
+    feeds = model.check_feeds(data.feeds, "inputs")
+    if target is None and data.target is not None:
+        target = data.target
+    n = len(data)
+    shown = min(args.heatmaps, n)
+    bar = Progress(2, not args.quiet, title="onnxattr explain")
+    try:
+        bar.label(f"{args.method}: attribution of {n} input(s)")
+        a = attribute(model, feeds, target=target, method=args.method, **options)
+        bar.step()
+        targets = model.resolve_target(model.check_target(target, n), model(feeds), feeds)
+        bar.label("pictures")
+        result = write_text_explanation(pathlib.Path(args.out), args.method.replace(".", "_"), model, feeds, a,
+                                        targets, data.relevant, vocab, shown)
+        bar.step()
+    finally:
+        bar.close()
+    print(json.dumps({"schema": "onnxattr.explain/1", "method": args.method, "targets": np.asarray(targets).tolist(),
+                      **result, "heatmaps_left_out": n - sum(f.endswith(".png") for f in result["files"])}))
     return 0
 
 
@@ -143,7 +188,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "unsupported": [{"node": s.node, "op_type": s.op_type, "reason": s.reason} for s in missing],
     }
     if not missing:
-        model = load(proto, device=args.device, input_name=args.input_name, output_name=args.output_name)
+        model = load(proto, device=args.device, input_name=args.input_name, output_name=args.output_name, wrt=args.wrt)
         options = dict(parse_option(o) for o in args.option)
         plan = plan_of(model, args.method, options, "inspect")
         g = model.graph
@@ -151,6 +196,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             input={"name": g.input.name, "shape": list(g.input.shape or []), "dtype": str(g.input.dtype)},
             output=g.output,
             dropped_softmax=g.dropped_softmax,
+            canonized=canonized_line(g),
+            canonized_nodes=[{"pattern": p, "nodes": list(nodes)} for p, nodes in g.canonized],
+            wrt=None if g.head is None and args.wrt is None else {
+                "name": g.input.name, "shape": list(g.input.shape or []), "dtype": str(g.input.dtype),
+                "computed_by": len(g.head.nodes) if g.head is not None else 0, "token_input": g.token_input},
+            fixed_inputs=[{"name": i.name, "shape": list(i.shape or []), "dtype": str(i.dtype)}
+                          for i in model.inputs if i.name != g.input.name and i.name in g.needed()],
             method=args.method,
             layers=[
                 {
@@ -193,8 +245,17 @@ def _inspect_text(s: dict[str, Any]) -> str:
         lines += [f"  {u['node']} ({u['op_type']}): {u['reason']}" for u in s["unsupported"]]
         return "\n".join(lines)
     lines.append("all nodes supported")
-    lines.append(f"input {s['input']['name']} {s['input']['shape']} {s['input']['dtype']}; "
-                 f"explained output {s['output']}" + (f" (a final {s['dropped_softmax']} dropped)" if s["dropped_softmax"] else ""))
+    lines.append(s["canonized"])
+    if s["wrt"] is not None:
+        w = s["wrt"]
+        lines.append(f"attributed at wrt tensor {w['name']} {w['shape']} {w['dtype']}, computed by {w['computed_by']} "
+                     f"node(s)" + (f" from token ids {w['token_input']}" if w["token_input"] else ""))
+    else:
+        lines.append(f"input {s['input']['name']} {s['input']['shape']} {s['input']['dtype']}")
+    fixed = ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in s["fixed_inputs"])
+    if fixed:
+        lines.append(f"inputs held fixed at the values given: {fixed}")
+    lines.append(f"explained output {s['output']}" + (f" (a final {s['dropped_softmax']} dropped)" if s["dropped_softmax"] else ""))
     lines.append(f"layers after folding and canonization, with the rules of {s['method']}:")
     w = max(len(layer["node"]) for layer in s["layers"])
     for layer in s["layers"]:
@@ -219,7 +280,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         n_subsets=args.n_subsets, n_sizes=args.n_sizes, runtime=args.runtime, seed=args.seed,
         randomization_threshold=args.randomization_threshold, class_threshold=args.class_threshold,
         layout=args.layout, resize=tuple(args.resize) if args.resize else None, mean=args.mean, std=args.std,
-        device=args.device, input_name=args.input_name, output_name=args.output_name,
+        device=args.device, input_name=args.input_name, output_name=args.output_name, wrt=args.wrt, vocab=args.vocab,
         engine="local" if args.ray is None else "ray", address=args.ray or None, resume=args.resume,
         workers=args.workers, batch_size=args.batch_size, out_dir=args.out,
     )
@@ -248,7 +309,9 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="attribution maps for inputs: heatmaps (PNG) and raw maps (.npy)")
     add_model_args(e)
-    e.add_argument("inputs", nargs="+", help="image files (PNG/JPEG) and/or .npy/.npz batches")
+    e.add_argument("inputs", nargs="+", help="image files (PNG/JPEG) and/or .npy/.npz batches; for a text model "
+                                              ".npz files with one array per graph input (and optional "
+                                              "'target' and 'relevant')")
     e.add_argument("--method", default="gradient", help="see `onnxattr methods`")
     e.add_argument("--target", type=int, nargs="+", help="class per sample, or one for all (default: argmax)")
     e.add_argument("-O", "--option", action="append", default=[], metavar="NAME=VALUE",

@@ -1,12 +1,15 @@
 """Reading input batches from files and folders: .npy/.npz arrays and PNG/JPEG images with
-preprocessing, and the seeded sample an audit runs on."""
+preprocessing, text data (.npz files with one array per graph input), vocabularies, and the
+seeded sample an audit runs on."""
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import warnings
 import zipfile
-from typing import TYPE_CHECKING, Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -153,11 +156,13 @@ def read_inputs(paths: Sequence[str | os.PathLike], model: Model, layout: str | 
                 resize: tuple[int, int] | None = None, mean: Sequence[float] = (0.0,),
                 std: Sequence[float] = (1.0,)) -> np.ndarray:
     """A float32 batch from files and folders (see :func:`data_files`), images preprocessed for
-    ``model``; InputError where images are given to a model whose input is not an image batch."""
+    the graph input ``model`` reads (also where it is attributed at a layer inside, ``wrt=``);
+    InputError where images are given to a model whose input is not an image batch."""
     files = data_files(paths)
-    shape = model.input_shape
+    fed = next(i for i in model.inputs if i.name == model.graph.needed()[0])  # the graph input read
+    shape = fed.shape
     if any(f.suffix.lower() in IMAGE_SUFFIXES for f in files) and shape is not None and len(shape) != 4:
-        raise InputError(f"input {model.input_name!r} has shape {tuple(shape)}, not an image batch; "
+        raise InputError(f"input {fed.name!r} has shape {tuple(shape)}, not an image batch; "
                          f"give .npy/.npz arrays instead of images")
     return load_batch([str(f) for f in files], shape, layout, resize, mean, std)
 
@@ -190,3 +195,136 @@ def sample_indices(n: int, sample: int | None, seed: int) -> np.ndarray:
     if not sample or sample >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+
+
+# ---- text data ---------------------------------------------------------------------------------
+#: keys of a text data file besides the graph inputs
+TEXT_KEYS = ("target", "relevant")
+
+
+def takes_feeds(model: Model) -> bool:
+    """Whether ``model`` is fed a dict {input name: array}: it reads several inputs, or is
+    attributed at a tensor inside the graph (``wrt=``)."""
+    return model.graph.head is not None or model.graph.needed() != [model.input_name]
+
+
+@dataclass
+class TextData:
+    """A batch of feeds {graph input: array}, and per sample the optional ``target`` (B,) or
+    (B, 2) and ``relevant`` (B, T) boolean mask of the deciding tokens."""
+
+    feeds: dict[str, np.ndarray]
+    target: np.ndarray | None = None
+    relevant: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(next(iter(self.feeds.values())).shape[0])
+
+    def rows(self, picked: np.ndarray) -> TextData:
+        pick = lambda a: None if a is None else a[picked]  # noqa: E731
+        return TextData({k: v[picked] for k, v in self.feeds.items()}, pick(self.target), pick(self.relevant))
+
+
+def load_feeds(path: str | os.PathLike, model: Model) -> TextData:
+    """One .npz file of text data: an array per graph input of ``model`` (``input_ids``,
+    ``attention_mask``, ...), optionally ``target`` and ``relevant``; other arrays (a reference
+    file's logits, say) are not read. InputError, naming the file, where an input the model
+    needs is missing or the arrays do not share a batch size."""
+    p = pathlib.Path(path)
+    names = [i.name for i in model.inputs]
+    if p.suffix.lower() != ".npz":
+        raise InputError(f"{p}: model inputs {names} are read from an .npz file with one array per input")
+    try:
+        data = np.load(p, allow_pickle=False)
+        with data:
+            files = list(data.files)
+            arrays = {k: numeric(data[k], f"{p} (array {k!r})") for k in files if k in names or k in TEXT_KEYS}
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise InputError(f"{p}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    missing = [k for k in model.graph.needed() if k not in arrays]
+    if missing:
+        raise InputError(f"{p}: holds arrays {files}; the model needs {missing} too (one array per graph input)")
+    feeds = {k: v for k, v in arrays.items() if k in names}
+    sizes = {k: v.shape[0] if v.ndim else None for k, v in arrays.items()}
+    n = sizes[next(iter(feeds))]
+    bad = {k: s for k, s in sizes.items() if s != n}
+    if bad:
+        raise InputError(f"{p}: arrays {bad} do not have the batch size {n} of the others")
+    relevant = arrays.get("relevant")
+    if relevant is not None and (relevant.dtype.kind not in "bui" or relevant.ndim != 2):
+        raise InputError(f"{p}: 'relevant' must be a boolean (B, T) mask, got {relevant.dtype} {relevant.shape}")
+    return TextData(feeds, arrays.get("target"), None if relevant is None else relevant.astype(bool))
+
+
+def read_feeds(paths: Sequence[str | os.PathLike], model: Model) -> TextData:
+    """Text data from .npz files (see :func:`load_feeds`; folders expanded), joined along the
+    batch axis."""
+    parts = [load_feeds(f, model) for f in data_files(paths)]
+    if len(parts) == 1:
+        return parts[0]
+    keys = set(parts[0].feeds)
+    for f, part in zip(paths[1:], parts[1:]):
+        if set(part.feeds) != keys:
+            raise InputError(f"{f}: holds inputs {sorted(part.feeds)}, the first file {sorted(keys)}")
+    join = lambda xs: None if any(x is None for x in xs) else np.concatenate(xs)  # noqa: E731
+    try:
+        return TextData({k: np.concatenate([p.feeds[k] for p in parts]) for k in keys},
+                        join([p.target for p in parts]), join([p.relevant for p in parts]))
+    except ValueError as e:
+        raise InputError(f"the text data files do not stack into one batch: {e}") from None
+
+
+def read_feed_data(data: Any, model: Model, sample: int | None, seed: int) -> tuple[TextData, list[str], int, np.ndarray]:
+    """The seeded sample of text data (a dict {input name: array} or .npz paths): (sampled data,
+    sources, number of inputs, indices picked)."""
+    if isinstance(data, Mapping):
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+        text = TextData({k: v for k, v in arrays.items() if k not in TEXT_KEYS}, arrays.get("target"),
+                        None if arrays.get("relevant") is None else arrays["relevant"].astype(bool))
+        sources = ["arrays"]
+    else:
+        paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+        text = read_feeds(paths, model)
+        sources = [str(f) for f in data_files(paths)]
+    if len(text) == 0:
+        raise InputError("the data holds no inputs")
+    picked = sample_indices(len(text), sample, seed)
+    return text.rows(picked), sources, len(text), picked
+
+
+# ---- vocabularies --------------------------------------------------------------------------------
+def load_vocab(path: str | os.PathLike) -> list[str | None]:
+    """Token strings by id: from a HuggingFace ``tokenizer.json`` (its model's vocabulary and
+    its added tokens), or a text file with one token per line (line i = id i). Ids that a
+    tokenizer.json leaves out are None."""
+    p = pathlib.Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{p}: not a UTF-8 text file ({e})") from None
+    if p.suffix.lower() != ".json":
+        return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+    try:
+        doc = json.loads(text)
+        vocab = doc["model"]["vocab"]
+        pairs = ([(tok, int(i)) for tok, i in vocab.items()] if isinstance(vocab, dict)
+                 else [(entry[0], i) for i, entry in enumerate(vocab)])  # Unigram: [[token, score], ...]
+        pairs += [(t["content"], int(t["id"])) for t in doc.get("added_tokens") or []]
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise InputError(f"{p}: not a tokenizer.json with a model vocabulary ({type(e).__name__}: {e})") from None
+    if not pairs:
+        return []
+    if min(i for _, i in pairs) < 0 or max(i for _, i in pairs) > 10_000_000:
+        raise InputError(f"{p}: token ids must lie in [0, 10000000]")
+    out: list[str | None] = [None] * (max(i for _, i in pairs) + 1)
+    for tok, i in pairs:
+        out[i] = str(tok)
+    return out
+
+
+def token_strings(ids: np.ndarray, vocab: Sequence[str | None] | None) -> list[str]:
+    """The strings of token ``ids`` (T,): the vocabulary's, or the id where there is none."""
+    return [vocab[i] if vocab is not None and 0 <= i < len(vocab) and vocab[i] is not None else str(i)
+            for i in np.asarray(ids).reshape(-1).tolist()]

@@ -1,5 +1,6 @@
 """Pictures of attribution maps and inputs: a diverging colormap centred on 0, optionally over
-the input; the one drawing path of ``onnxattr explain`` and of the audit report.
+the input, and text as its tokens in boxes coloured by their relevance; the one drawing path of
+``onnxattr explain`` and of the audit report.
 
 Blue is negative relevance, white zero, red positive (ColorBrewer's RdBu, reversed). The colour
 scale is symmetric: +-the ``percentile`` of |R|, so one outlier does not wash out the map.
@@ -11,6 +12,7 @@ import os
 import numpy as np
 
 from .layout import channel_axis, check_layout
+from .text import escape_text
 
 # ColorBrewer RdBu (11 classes), reversed: negative -> blue, 0 -> near white, positive -> red.
 _RDBU_R = np.array(
@@ -141,3 +143,52 @@ def input_picture(x: np.ndarray, layout: str | None) -> np.ndarray:
     grey = ((v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)) * 255
     rgb = np.repeat(grey.round().astype(np.uint8)[..., None], 3, axis=-1)
     return _enlarge(rgb) if np.ndim(x) == 2 else _strip(rgb)
+
+
+def token_colors(scores: np.ndarray, percentile: float = 100.0) -> tuple[np.ndarray, float]:
+    """Per token an RGB colour in [0, 1] of the image colormap (0 white, +-scale at its ends) and
+    the scale: the ``percentile`` of |score| (default the largest: a sequence is short, and the
+    strongest token should be the strongest colour)."""
+    m = np.asarray(scores, dtype=np.float64).reshape(1, -1)
+    return colorize(m, percentile)[0], color_scale(m, percentile)
+
+
+def _font(size: int):  # noqa: ANN202 - a PIL font
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow < 10.1 or without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def token_picture(tokens: list[str], scores: np.ndarray, width: int = 640, percentile: float = 100.0) -> np.ndarray:
+    """A text's tokens in reading order, each in a box coloured by its relevance (the image
+    heatmaps' diverging colormap, red positive, blue negative, white 0), wrapped to ``width``
+    pixels (narrower where the text is short), with the colour scale below; RGB uint8. Token strings are escaped
+    (:func:`~onnxattr.text.escape_text`) so that control characters show as escapes."""
+    from PIL import Image, ImageDraw
+
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(tokens) != len(scores):
+        raise ValueError(f"{len(tokens)} tokens but {len(scores)} scores")
+    colors, scale = token_colors(scores, percentile)
+    font, pad, gap, line = _font(14), 4, 4, 24
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes, x, y = [], gap, gap
+    for tok in tokens:
+        text = escape_text(tok) or " "
+        w = int(np.ceil(draw.textlength(text, font=font))) + 2 * pad
+        if x + w > width - gap and x > gap:
+            x, y = gap, y + line + gap
+        boxes.append((x, y, w, text))
+        x += w + gap
+    used = max((bx + w for bx, _, w, _ in boxes), default=0) + gap
+    canvas = Image.new("RGB", (max(min(width, used), 160), y + line + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for (bx, by, w, text), c in zip(boxes, colors):
+        fill = tuple(int(round(v * 255)) for v in c)
+        draw.rectangle([bx, by, bx + w - 1, by + line - 1], fill=fill, outline=(208, 215, 222))
+        ink = (255, 255, 255) if 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] < 0.5 else (31, 35, 40)
+        draw.text((bx + pad, by + 4), text, fill=ink, font=font)
+    return with_colorbar(np.asarray(canvas), scale)

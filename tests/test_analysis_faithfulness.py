@@ -272,3 +272,110 @@ def test_the_quantity_follows_the_output():
     assert quantity_for(onnxattr.load(toy.linear(8, 3))) == "probability"
     with pytest.raises(OptionError, match="unknown output"):
         quantity_for(one, "softmax")
+
+
+# ---- text: perturbations at the wrt tensor (issue 12 item 6) ---------------------------------
+def _ort(proto, feeds):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0].astype(np.float64)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("runtime", ["onnxattr", "onnxruntime"])
+def test_text_deletion_with_a_baseline_token_equals_replacing_the_ids(runtime):
+    """At wrt='embeddings' replacing a token's embedding by E[t] is replacing its id by t (the
+    position table is added after the lookup): every point of the curve equals onnxruntime's
+    probability on the original model with the k most relevant ids set to t."""
+    import textmodels as tm
+
+    proto = tm.text_model()
+    m = onnxattr.load(proto, wrt="embeddings")
+    feeds = tm.batch(3)
+    a = onnxattr.attribute(m, feeds, method="gradient")
+    c = deletion(m, feeds, a, steps=tm.T, features="token", baseline_token=4, runtime=runtime)
+    ins = insertion(m, feeds, a, steps=tm.T, features="token", baseline_token=4, runtime=runtime)
+    target = _ort(proto, feeds).argmax(axis=1)
+    relevance = onnxattr.token_scores(a)
+    for i in range(3):
+        order = np.argsort(-relevance[i], kind="stable")
+        for k in range(tm.T + 1):
+            removed = {"input_ids": feeds["input_ids"][i : i + 1].copy(), "attention_mask": feeds["attention_mask"][i : i + 1]}
+            removed["input_ids"][0, order[:k]] = 4
+            kept = {"input_ids": np.full_like(removed["input_ids"], 4), "attention_mask": removed["attention_mask"]}
+            kept["input_ids"][0, order[:k]] = feeds["input_ids"][i, order[:k]]
+            np.testing.assert_allclose(c.scores[i, k], _softmax(_ort(proto, removed))[0, target[i]], rtol=1e-5)
+            np.testing.assert_allclose(ins.scores[i, k], _softmax(_ort(proto, kept))[0, target[i]], rtol=1e-5)
+    assert c.quantity == "probability" and c.undefined == [""] * 3
+
+
+def test_text_deletion_with_zeros_equals_the_cut_model_and_onnxruntime_runs_the_graph_with_wrt_as_input():
+    """The zeros baseline: the all-removed point is the model cut at the embedding output fed
+    zeros; the session behind runtime='onnxruntime' takes the embedding beside the token ids."""
+    import textmodels as tm
+
+    from onnxattr.analysis.faithfulness import Scorer, wrt_as_input
+
+    m = onnxattr.load(tm.text_model(), wrt="embeddings")
+    feeds = tm.batch(3)
+    a = onnxattr.attribute(m, feeds, method="input_x_gradient")
+    c = deletion(m, feeds, a, steps=3, features="token", runtime="onnxruntime")
+    zeros = {"emb": np.zeros((3, tm.T, tm.H), np.float32), "attention_mask": feeds["attention_mask"]}
+    t = _ort(tm.text_model(), feeds).argmax(axis=1)
+    np.testing.assert_allclose(c.scores[:, -1], _softmax(_ort(tm.cut_model(), zeros))[np.arange(3), t], rtol=1e-5)
+    emb = np.random.default_rng(5).standard_normal((3, tm.T, tm.H)).astype(np.float32)
+    copy = wrt_as_input(m.proto, m.input_name, TensorProto.FLOAT, (None, tm.T, tm.H))
+    assert {i.name for i in copy.graph.input} >= {"input_ids", "attention_mask", m.input_name}
+    np.testing.assert_allclose(_ort(copy, {**feeds, m.input_name: emb}),
+                               _ort(tm.cut_model(), {"emb": emb, "attention_mask": feeds["attention_mask"]}), rtol=1e-5)
+    ours = Scorer(m, "onnxattr").logits(emb, feeds)
+    np.testing.assert_allclose(Scorer(m, "onnxruntime").logits(emb, feeds), ours, rtol=1e-5, atol=1e-6)
+
+
+def test_text_lm_targets_follow_the_raw_value_normalised_and_coinciding_ends_are_undefined():
+    """(position, index) targets on a (B, T, V) output: the raw logit there, normalised by the
+    curve's ends; where every id already is the baseline token, the ends coincide: NaN, with
+    the reason."""
+    import textmodels as tm
+
+    proto = tm.text_model(lm=True)
+    m = onnxattr.load(proto, wrt="embeddings")
+    feeds = tm.batch(3)
+    pairs = np.array([[5, 1], [3, 2], [2, 0]])
+    a = onnxattr.attribute(m, feeds, target=pairs, method="gradient")
+    for runtime in ("onnxattr", "onnxruntime"):
+        c = deletion(m, feeds, a, target=pairs, steps=3, features="token", baseline_token=7, runtime=runtime)
+        assert c.quantity == "logit" and c.undefined == [""] * 3
+        np.testing.assert_allclose(c.scores[:, 0], _ort(proto, feeds)[np.arange(3), pairs[:, 0], pairs[:, 1]], rtol=1e-5)
+        np.testing.assert_allclose(c.normalized[:, 0], 1.0, rtol=1e-6)
+        np.testing.assert_allclose(c.normalized[:, -1], 0.0, atol=1e-6)
+    same = {"input_ids": np.full_like(feeds["input_ids"], 7), "attention_mask": feeds["attention_mask"]}
+    a = onnxattr.attribute(m, same, target=pairs, method="gradient")
+    c = deletion(m, same, a, target=pairs, steps=3, features="token", baseline_token=7)
+    assert np.isnan(c.auc).all() and all("cannot be normalised" in u for u in c.undefined)
+
+
+def test_token_features_sum_each_tokens_embedding_and_sensitivity_n_runs_at_wrt():
+    import textmodels as tm
+
+    from onnxattr.analysis.faithfulness import features_of
+
+    m = onnxattr.load(tm.text_model(), wrt="embeddings")
+    feeds = tm.batch(2)
+    a = onnxattr.attribute(m, feeds, method="input_x_gradient")
+    f = features_of(a, a, "token")
+    np.testing.assert_allclose(f.relevance, onnxattr.token_scores(a), rtol=1e-6)
+    assert f.expand(np.eye(tm.T, dtype=bool)[:2]).shape == a.shape
+    s = sensitivity_n(m, feeds, a, ns=[1, 3], n_subsets=8, features="token", runtime="onnxruntime")
+    assert s.per_input.shape == (2, 2) and np.isfinite(s.per_input).all()
+    with pytest.raises(OptionError, match="baseline or baseline_token"):
+        deletion(m, feeds, a, baseline=1.0, baseline_token=3)
+    with pytest.raises(OptionError, match="token id"):
+        deletion(m, feeds, a, baseline_token=tm.V + 3)
+    with pytest.raises(InputError, match="attributed tensor"):
+        deletion(m, feeds, a[:, :2])

@@ -107,6 +107,25 @@ def test_explain_writes_heatmaps_and_raw_maps(capsys, tmp_path):
     assert bar[0, 2] - bar[0, 0] > 50 and bar[-1, 0] - bar[-1, 2] > 50 and bar[128].min() > 230
 
 
+def test_explain_at_a_layer_draws_the_maps_over_its_activation(capsys, tmp_path):
+    """--wrt on a vision model: the maps have the layer's shape and equal the library's; the
+    inspect lines name the wrt tensor and the input held fixed."""
+    layer = "/2/Relu_output_0"
+    rc, out, err = run(capsys, "explain", CNN, ORACLES / "cnn_bn.npz", "--wrt", layer, "--out", tmp_path, "-q")
+    assert rc == 0, err
+    x = np.load(ORACLES / "cnn_bn.npz")["input"]
+    model = onnxattr.load(CNN, wrt=layer)
+    expected = onnxattr.attribute(model, {"input": x}, method="gradient")
+    raw = np.load(tmp_path / "gradient.npy")
+    assert raw.shape == expected.shape and raw.shape[:2] == (4, model.input_shape[1])
+    np.testing.assert_allclose(raw, expected, rtol=1e-6)
+    assert len(list(tmp_path.glob("gradient_*_target*.png"))) == 4
+    rc, out, _ = run(capsys, "inspect", CNN, "--wrt", layer)
+    assert rc == 0 and f"attributed at wrt tensor {layer}" in out
+    assert "inputs held fixed at the values given: input [None, 3, 16, 16] float32" in out
+    assert "canonized: " in out
+
+
 def test_explain_reads_images_with_preprocessing(capsys, tmp_path):
     x = oracle("cnn_bn")[1]["input"]
     files = []
@@ -339,8 +358,8 @@ def test_python_dash_m_in_a_subprocess(tmp_path):
 
 
 # ---- the trained models in models/, where they exist -------------------------------------------
-# Image models (references keyed "input"); the text model (input_ids, attention_mask) needs the
-# text path of explain/audit and is tested with it.
+# Image models (references keyed "input"); the text model (input_ids, attention_mask) is run
+# through the three commands with --wrt embeddings in test_text_ui.py.
 TRAINED = sorted(p for p in (ROOT / "models").glob("*.onnx")
                  if p.with_suffix(".npz").is_file() and "input" in np.load(p.with_suffix(".npz")).files)
 

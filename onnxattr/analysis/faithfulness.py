@@ -11,56 +11,39 @@ A score that divides by a difference or a spread is undefined (NaN, with the rea
 difference is below 1e-6 of its scale (:func:`undefined_span`, :func:`flat`), so that rounding
 noise is never reported as a number.
 
-Features are the scalars of the input (``features="scalar"``, the default) or, for image batches,
-the pixels with all their channels together (``features="pixel"``: a pixel's relevance is the sum
-over its channels; the layout is told or inferred by :mod:`onnxattr.layout`). Removing a feature
-sets it to ``baseline`` (a number, or an array broadcastable to x).
+The perturbed tensor is the one attributions are taken at (``model.input_name``): the input, or
+the ``wrt`` tensor inside the graph (a text model's token embeddings), with every other input
+held fixed (``x`` is then a dict {input name: array}). Its features are its scalars
+(``features="scalar"``, the default), an image's pixels with all their channels together
+(``features="pixel"``: a pixel's relevance is the sum over its channels; the layout is told or
+inferred by :mod:`onnxattr.layout`), or a (B, T, H) tensor's tokens (``features="token"``: a
+token's relevance is the sum over its embedding). Removing a feature sets it to ``baseline`` (a
+number, or an array broadcastable to the tensor), or with ``baseline_token`` to that token's
+embedding.
 
 The many forward passes run in batches of ``batch_size`` rows, through our engine
 (``runtime="onnxattr"``, ``model.forward`` on the model's device) or through onnxruntime
-(``runtime="onnxruntime"``, a session of ``model.proto`` that returns ``model.output_name``).
-Perturbed inputs are built on the host.
+(``runtime="onnxruntime"``; :func:`~onnxattr.analysis.scoring.ort_session`). Perturbed inputs
+are built on the host. Targets are one class per sample, or for a (B, T, V) output (position,
+index) pairs, whose raw value is followed (``output="auto"``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import onnx
-from onnx import helper
 
-from .. import backend
 from ..errors import InputError, OptionError
-from ..layout import channel_axis, check_layout
 from ..model import Model
+from .scoring import (
+    FEATURES, OUTPUTS, RUNTIMES, Batch, Features, Scorer, baseline_for, batch_of, check_batch, features_of, ort_session,
+    positive_int, quantity_for, targets_for, wrt_as_input,
+)
 from .similarity import pearson
 
-RUNTIMES = ("onnxattr", "onnxruntime")
-OUTPUTS = ("auto", "probability", "sigmoid", "logit")
 #: a normalised score is undefined where its two ends differ by less than this, relative
 UNDEFINED_TOL = 1e-6
-FEATURES = ("scalar", "pixel")
-
-
-# ---- the batched evaluator -------------------------------------------------------------------
-def quantity_for(model: Model, output: str = "auto") -> str:
-    """The score a metric follows: ``output`` itself, or for "auto" the bounded quantity of the
-    model's class output (Petsiuk et al. 2018): "probability" (softmax of the target over the
-    classes) where the explained output is the model's output (or its logits before a dropped
-    Softmax) with one class axis of 2 or more entries, "sigmoid" where it has one entry; else
-    (an intermediate tensor, several non-unit axes, an unknown shape) "logit", the raw value."""
-    if output not in OUTPUTS:
-        raise OptionError(f"unknown output {output!r}; choose one of {OUTPUTS}")
-    if output != "auto":
-        return output
-    g = model.graph
-    is_model_output = g.dropped_softmax is not None or g.output in {o.name for o in model.proto.graph.output}
-    shape = g.shapes.get(g.output)
-    if not is_model_output or shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
-        return "logit"
-    axes = [d for d in shape[1:] if d != 1]
-    return "sigmoid" if not axes else ("probability" if len(axes) == 1 else "logit")
 
 
 def undefined_span(at_x: np.ndarray, at_base: np.ndarray) -> np.ndarray:
@@ -80,152 +63,14 @@ def flat(values: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
     return ~(spread > 0) | (spread < UNDEFINED_TOL * ref)
 
 
-class Scorer:
-    """The target score f_t of many inputs, evaluated ``batch_size`` rows at a time: the raw
-    value of the explained output ("logit"), the softmax probability over the flattened output
-    of each row ("probability"), or the sigmoid of the raw value ("sigmoid"); "auto" chooses
-    with :func:`quantity_for`."""
-
-    def __init__(self, model: Model, runtime: str = "onnxattr", output: str = "logit",
-                 batch_size: int = 256) -> None:
-        if runtime not in RUNTIMES:
-            raise OptionError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
-        self.output = quantity_for(model, output)
-        _positive_int(batch_size, "batch_size")
-        self.model = model
-        fixed = model.fixed_batch
-        self.fixed = fixed or 1
-        self.batch_size = max(self.fixed, batch_size - batch_size % self.fixed)
-        self.run: Callable[[np.ndarray], np.ndarray]
-        if runtime == "onnxruntime":
-            session = ort_session(model)
-            name, step = model.input_name, fixed or batch_size  # a fixed batch size is fed exactly
-            self.run = lambda b: np.concatenate([
-                np.asarray(session.run([model.output_name], {name: b[i : i + step]})[0]) for i in range(0, len(b), step)
-            ])
-        else:
-            self.run = lambda b: backend.to_host(model.forward(model.xp.asarray(b)))
-
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        """The model's output for each row of ``inputs``, flattened per row: float64 (B, K)."""
-        parts = []
-        for i in range(0, len(inputs), self.batch_size):
-            chunk = np.ascontiguousarray(inputs[i : i + self.batch_size], dtype=np.float32)
-            m = len(chunk)
-            pad = -m % self.fixed  # a graph with a fixed batch size gets whole batches
-            if pad:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-            parts.append(self.run(chunk)[:m].reshape(m, -1).astype(np.float64))
-        return np.concatenate(parts)
-
-    def __call__(self, inputs: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """f_t of each row of ``inputs`` (float32, batch first) at its ``target``; float64 (B,)."""
-        return self.pick(self.logits(inputs), target)
-
-    def pick(self, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
-        rows = np.arange(len(logits))
-        if self.output == "probability" and logits.shape[1] < 2:
-            raise OptionError(f"output='probability' needs an output with 2 or more classes; "
-                              f"{self.model.output_name!r} has 1: use output='logit'")
-        if self.output == "logit":
-            return logits[rows, target]
-        if self.output == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-logits[rows, target]))
-        z = logits - logits.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e[rows, target] / e.sum(axis=1)
-
-
-def ort_session(model: Model) -> Any:
-    """An onnxruntime session of ``model.proto`` that returns ``model.output_name`` (added as a
-    graph output of a copy where it is an intermediate tensor, e.g. the logits before a final
-    Softmax). CUDA where the model is on the GPU and onnxruntime-gpu is installed."""
-    import onnxruntime as ort
-
-    proto = onnx.ModelProto()
-    proto.CopyFrom(model.proto)
-    g = proto.graph
-    name = model.output_name
-    if name not in [o.name for o in g.output]:
-        info = next((v for v in g.value_info if v.name == name), None)
-        g.output.append(info if info is not None else helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    consts = {t.name for t in g.initializer}
-    others = [i.name for i in g.input if i.name not in consts and i.name != model.input_name]
-    if others:
-        raise OptionError(f"runtime='onnxruntime' feeds only {model.input_name!r}; the model has other inputs {others}")
-    providers = ["CPUExecutionProvider"]
-    if model.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(proto.SerializeToString(), providers=providers)
-
-
-# ---- features, baselines, targets ---------------------------------------------------------
-@dataclass
-class Features:
-    """The features of a batch: their relevance (N, F) and how a (B, F) mask covers the input."""
-
-    relevance: np.ndarray
-    shape: tuple[int, ...]
-    expand: Callable[[np.ndarray], np.ndarray]
-
-    @property
-    def count(self) -> int:
-        return self.relevance.shape[1]
-
-
-def features_of(x: np.ndarray, attr: np.ndarray, features: str = "scalar", layout: str | None = None) -> Features:
-    """Per-feature relevance and the mask expander for ``features`` ("scalar" or "pixel")."""
-    if features not in FEATURES:
-        raise OptionError(f"unknown features {features!r}; choose one of {FEATURES}")
-    n, shape = x.shape[0], tuple(x.shape[1:])
-    a = np.asarray(attr, dtype=np.float64)
-    if features == "scalar":
-        return Features(a.reshape(n, -1), shape, lambda m: m.reshape((len(m),) + shape))
-    lay = check_layout(layout, x.shape)
-    ax = channel_axis(lay)
-    spatial = tuple(d for i, d in enumerate(shape, start=1) if i != ax)
-
-    def expand(m: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(np.expand_dims(m.reshape((len(m),) + spatial), ax), (len(m),) + shape)
-
-    return Features(a.sum(axis=ax).reshape(n, -1), shape, expand)
-
-
-def check_pair(model: Model, x: np.ndarray, attr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` checked against the model, and ``attr`` of the same shape."""
-    x = model.check_input(x)
-    attr = backend.to_host(attr)
-    if attr.shape != x.shape:
-        raise InputError(f"attr has shape {attr.shape}, x has shape {x.shape}; they must match")
-    if attr.dtype.kind not in "fiu" or not np.isfinite(attr).all():
-        raise InputError("attr must be a finite numeric array")
-    return x, attr
-
-
-def baseline_for(x: np.ndarray, baseline: Any) -> np.ndarray:
-    """The baseline as a float32 array of x's shape (a number, or an array that broadcasts)."""
-    b = backend.to_host(baseline)
-    if b.dtype.kind not in "fiu":
-        raise InputError(f"baseline must be a number or a numeric array, got dtype {b.dtype}")
-    b = b.astype(np.float32)
-    try:
-        b = np.broadcast_to(b, x.shape)
-    except ValueError:
-        raise InputError(f"baseline of shape {b.shape} does not broadcast to the input's {x.shape}") from None
-    if not np.isfinite(b).all():
-        raise InputError("baseline contains NaN or infinite values")
-    return b
-
-
-def targets_for(model: Model, x: np.ndarray, target: Any, scorer: Scorer) -> np.ndarray:
-    """One int per sample: the given target (checked) or the argmax of the model at x."""
-    return model.resolve_target(model.check_target(target, x.shape[0]), scorer.logits(x))
-
-
-def _positive_int(v: Any, name: str) -> int:
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-        raise OptionError(f"{name} must be a positive int, got {v!r}")
-    return int(v)
+def check_pair(model: Model, x: Any, attr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A single-input model's batch ``x`` checked, and ``attr`` of its shape (for analyses that
+    perturb the input itself; :func:`check_batch` takes feeds and ``wrt`` tensors too)."""
+    b, attr = check_batch(model, x, attr)
+    if b.fixed or model.graph.head is not None:
+        raise InputError(f"the model is attributed at {model.input_name!r} from inputs {model.graph.needed()}; "
+                         f"this analysis takes a single-input model")
+    return b.x, attr
 
 
 def nanmean(a: np.ndarray, axis: int | None = None) -> Any:
@@ -239,7 +84,7 @@ def nanmean(a: np.ndarray, axis: int | None = None) -> Any:
 
 
 # ---- random subsets: Sensitivity-n and mu-Fidelity --------------------------------------------
-def subset_correlations(scorer: Scorer, x: np.ndarray, feats: Features, target: np.ndarray,
+def subset_correlations(scorer: Scorer, batch: Batch, feats: Features, target: np.ndarray,
                         baseline: np.ndarray, sizes: list[int], n_subsets: int,
                         seed: int) -> tuple[np.ndarray, list[str]]:
     """(len(sizes), N): per size n and sample, Pearson over ``n_subsets`` random subsets S (|S| = n,
@@ -248,8 +93,9 @@ def subset_correlations(scorer: Scorer, x: np.ndarray, feats: Features, target: 
     correlation is undefined where a side is constant (:func:`flat`): the output drops within
     1e-6 max(1, |f_t(x)|) of each other, or the relevance sums within 1e-6 of their largest."""
     rng = np.random.default_rng(seed)
+    x = batch.x
     n, f = x.shape[0], feats.count
-    full = scorer(x, target)
+    full = scorer(x, target, batch.fixed)
     out = np.full((len(sizes), n), np.nan)
     reasons = [""] * n
     group = max(1, scorer.batch_size // n_subsets)  # samples whose subsets share a pass
@@ -263,7 +109,8 @@ def subset_correlations(scorer: Scorer, x: np.ndarray, feats: Features, target: 
                 np.put_along_axis(mask, idx, True, axis=1)
                 masks.append(mask)
                 inputs.append(np.where(feats.expand(mask), baseline[i], x[i]))
-            scores = scorer(np.concatenate(inputs), np.repeat(target[list(rows)], n_subsets))
+            scores = scorer(np.concatenate(inputs), np.repeat(target[list(rows)], n_subsets, axis=0),
+                            batch.repeat(list(rows), n_subsets))
             for j, i in enumerate(rows):
                 drop = full[i] - scores[j * n_subsets : (j + 1) * n_subsets]
                 total = (masks[j] * feats.relevance[i]).sum(axis=1)
@@ -297,7 +144,7 @@ def default_ns(count: int, k: int = 16) -> np.ndarray:
 def sensitivity_n(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None, ns: Any = None,
                   n_subsets: int = 100, baseline: Any = 0.0, seed: int = 0, batch_size: int = 256,
                   runtime: str = "onnxattr", output: str = "logit", features: str = "scalar",
-                  layout: str | None = None) -> SensitivityN:
+                  layout: str | None = None, baseline_token: int | None = None) -> SensitivityN:
     """Sensitivity-n (Ancona, Ceolini, Oztireli & Gross 2018, "Towards better understanding of
     gradient-based attribution methods for deep neural networks").
 
@@ -310,31 +157,36 @@ def sensitivity_n(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = N
     Gradient*Input on a linear model with baseline 0 for all n; Occlusion-1 for n = 1).
 
     Args:
-        model, x, attr: the model, a float32 batch, and a map of x's shape.
-        target: the explained class (int or one per sample); None: the argmax at x.
+        model, x, attr: the model, a float32 batch (a dict {input name: array} where the model
+            has several inputs or a ``wrt`` tensor), and a map of the attributed tensor's shape.
+        target: the explained class (int or one per sample; (position, index) pairs for a
+            (B, T, V) output); None: the argmax at x.
         ns: subset sizes (ints in [1, F]); default :func:`default_ns`: 16 log-spaced sizes from
             1 to 80% of the F features.
         n_subsets: random subsets per n and input (default 100, as in the paper).
-        baseline: value of a removed feature (default 0).
+        baseline: value of a removed feature (default 0); or ``baseline_token``: a token id whose
+            embedding replaces a removed token (``wrt="embeddings"`` models).
         seed: seed of the subsets.
         batch_size: rows per forward pass. runtime: "onnxattr" or "onnxruntime".
         output: "logit" (default: f_t is the explained output itself), "probability",
             "sigmoid" or "auto" (see :func:`quantity_for`).
-        features: "scalar" (every scalar of x) or "pixel" (channels grouped; with ``layout``).
+        features: "scalar" (every scalar of x), "pixel" (channels grouped; with ``layout``) or
+            "token" (a (B, T, H) tensor's positions).
 
     Returns:
         :class:`SensitivityN` with ``ns``, ``correlation`` (mean over inputs) and ``per_input``.
     """
-    x, attr = check_pair(model, x, attr)
+    b, attr = check_batch(model, x, attr)
     scorer = Scorer(model, runtime, output, batch_size)
-    feats = features_of(x, attr, features, layout)
-    _positive_int(n_subsets, "n_subsets")
+    feats = features_of(b.x, attr, features, layout)
+    positive_int(n_subsets, "n_subsets")
     sizes = default_ns(feats.count) if ns is None else np.asarray(ns)
     valid = sizes.ndim == 1 and sizes.size > 0 and sizes.dtype.kind in "iu"
     if not valid or sizes.min() < 1 or sizes.max() > feats.count:
         raise OptionError(f"ns must be a list of ints in [1, {feats.count}] (the number of features), got {ns!r}")
-    t = targets_for(model, x, target, scorer)
-    per, undefined = subset_correlations(scorer, x, feats, t, baseline_for(x, baseline), [int(s) for s in sizes],
+    t = targets_for(model, b, target, scorer)
+    per, undefined = subset_correlations(scorer, b, feats, t, baseline_for(model, b, baseline, baseline_token),
+                                         [int(s) for s in sizes],
                                          n_subsets, seed)
     return SensitivityN(sizes.astype(np.int64), nanmean(per, axis=1), per, undefined)
 
@@ -342,7 +194,7 @@ def sensitivity_n(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = N
 def mu_fidelity(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None, subset_size: int | None = None,
                 n_subsets: int = 128, baseline: Any = 0.0, seed: int = 0, batch_size: int = 256,
                 runtime: str = "onnxattr", output: str = "logit", features: str = "scalar",
-                layout: str | None = None) -> np.ndarray:
+                layout: str | None = None, baseline_token: int | None = None) -> np.ndarray:
     """mu-Fidelity (Bhatt, Weller & Moura 2020, "Evaluating and aggregating feature-based model
     explanations"), per input:
 
@@ -353,16 +205,17 @@ def mu_fidelity(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = Non
     arguments as :func:`sensitivity_n`. Returns (N,) float64, in [-1, 1]; NaN where a side is
     constant over the subsets (:func:`flat`: a constant map, or an output that does not move).
     """
-    x, attr = check_pair(model, x, attr)
+    b, attr = check_batch(model, x, attr)
     scorer = Scorer(model, runtime, output, batch_size)
-    feats = features_of(x, attr, features, layout)
-    _positive_int(n_subsets, "n_subsets")
+    feats = features_of(b.x, attr, features, layout)
+    positive_int(n_subsets, "n_subsets")
     size = max(1, round(0.2 * feats.count)) if subset_size is None else subset_size
     if not isinstance(size, (int, np.integer)) or not 1 <= size <= feats.count:
         raise OptionError(f"subset_size must be an int in [1, {feats.count}] (the number of features), "
                           f"got {subset_size!r}")
-    t = targets_for(model, x, target, scorer)
-    return subset_correlations(scorer, x, feats, t, baseline_for(x, baseline), [int(size)], n_subsets, seed)[0][0]
+    t = targets_for(model, b, target, scorer)
+    return subset_correlations(scorer, b, feats, t, baseline_for(model, b, baseline, baseline_token), [int(size)],
+                               n_subsets, seed)[0][0]
 
 
 # ---- deletion and insertion -------------------------------------------------------------------
@@ -402,14 +255,15 @@ class Curve:
 
 def perturbation_curve(model: Model, x: np.ndarray, attr: np.ndarray, target: Any, insert: bool, steps: int,
                        baseline: Any, output: str, features: str, layout: str | None, batch_size: int,
-                       runtime: str) -> Curve:
+                       runtime: str, baseline_token: int | None = None) -> Curve:
     """The deletion (``insert=False``) or insertion curve; see :func:`deletion`."""
-    x, attr = check_pair(model, x, attr)
+    batch, attr = check_batch(model, x, attr)
+    x = batch.x
     scorer = Scorer(model, runtime, output, batch_size)
     feats = features_of(x, attr, features, layout)
-    _positive_int(steps, "steps")
-    b = baseline_for(x, baseline)
-    t = targets_for(model, x, target, scorer)
+    positive_int(steps, "steps")
+    b = baseline_for(model, batch, baseline, baseline_token)
+    t = targets_for(model, batch, target, scorer)
     n, f = x.shape[0], feats.count
     counts = np.unique(np.round(np.linspace(0, f, steps + 1)).astype(np.int64))
     scores = np.empty((n, len(counts)))
@@ -423,7 +277,7 @@ def perturbation_curve(model: Model, x: np.ndarray, attr: np.ndarray, target: An
             position[order] = np.arange(f)
             changed = feats.expand(position[None, :] < counts[:, None])
             inputs.append(np.where(changed, x[i], b[i]) if insert else np.where(changed, b[i], x[i]))
-        s = scorer(np.concatenate(inputs), np.repeat(t[rows], len(counts)))
+        s = scorer(np.concatenate(inputs), np.repeat(t[rows], len(counts), axis=0), batch.repeat(rows, len(counts)))
         scores[rows] = s.reshape(len(rows), len(counts))
     at_x, at_base = (scores[:, -1], scores[:, 0]) if insert else (scores[:, 0], scores[:, -1])
     span_bad = undefined_span(at_x, at_base)
@@ -447,7 +301,8 @@ def perturbation_curve(model: Model, x: np.ndarray, attr: np.ndarray, target: An
 
 def deletion(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None, steps: int = 100,
              baseline: Any = 0.0, output: str = "auto", features: str = "scalar",
-             layout: str | None = None, batch_size: int = 256, runtime: str = "onnxattr") -> Curve:
+             layout: str | None = None, batch_size: int = 256, runtime: str = "onnxattr",
+             baseline_token: int | None = None) -> Curve:
     """Deletion (Petsiuk, Das & Saenko 2018, "RISE"): set the features to ``baseline`` in
     decreasing order of relevance (signed; ties by index) and follow the target score.
 
@@ -455,8 +310,9 @@ def deletion(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None, 
     (round(k F / steps) removed, duplicates dropped), plus the start. Its score s is a bounded
     quantity, as RISE defines it (``output="auto"``, :func:`quantity_for`): the softmax
     probability of the target over the model's classes, or the sigmoid of a one-output model's
-    value. Other outputs (an intermediate tensor, ``output="logit"``) give the raw target value,
-    normalised by the curve's two ends,
+    value. Other outputs (an intermediate tensor, a causal LM's (B, T, V) logits at (position,
+    index) targets, ``output="logit"``) give the raw target value, normalised by the curve's two
+    ends,
 
         v(fr) = (s(fr) - s(baseline)) / (s(x) - s(baseline)),
 
@@ -471,26 +327,33 @@ def deletion(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None, 
     orders the features by index only, so its AUC is undefined too. The raw scores and their
     trapezoid area (``raw_auc``, RISE's and Xplique's score) are returned as well.
 
+    On a text model attributed at its embeddings (``wrt="embeddings"``, ``x`` the feeds dict,
+    ``features="token"``) the removed tokens' embeddings are replaced by ``baseline`` (zeros by
+    default) or by the embedding of ``baseline_token``, most relevant token first; the token ids
+    and the attention mask are fed unchanged.
+
     Returns:
         :class:`Curve` (``auc`` per input, ``mean``, ``fractions``, ``scores``, ``normalized``).
     """
     return perturbation_curve(model, x, attr, target, False, steps, baseline, output, features, layout,
-                              batch_size, runtime)
+                              batch_size, runtime, baseline_token)
 
 
 def insertion(model: Model, x: np.ndarray, attr: np.ndarray, target: Any = None, steps: int = 100,
               baseline: Any = 0.0, output: str = "auto", features: str = "scalar",
-              layout: str | None = None, batch_size: int = 256, runtime: str = "onnxattr") -> Curve:
+              layout: str | None = None, batch_size: int = 256, runtime: str = "onnxattr",
+              baseline_token: int | None = None) -> Curve:
     """Insertion (Petsiuk et al. 2018): start from the baseline and put back the features of x in
     decreasing order of relevance. Points, the score (a probability by default, or the
     normalised raw value), the undefined cases and the step-curve AUC are as in
     :func:`deletion`; here higher is better (the input's score when the first slice inserts all
     the evidence; 1 for a normalised curve)."""
     return perturbation_curve(model, x, attr, target, True, steps, baseline, output, features, layout,
-                              batch_size, runtime)
+                              batch_size, runtime, baseline_token)
 
 
 __all__ = [
-    "Curve", "Scorer", "SensitivityN", "default_ns", "deletion", "insertion", "mu_fidelity",
-    "ort_session", "quantity_for", "sensitivity_n",
+    "FEATURES", "OUTPUTS", "RUNTIMES", "Batch", "Curve", "batch_of", "Features", "Scorer", "SensitivityN", "baseline_for",
+    "check_batch", "check_pair", "default_ns", "deletion", "features_of", "insertion", "mu_fidelity", "ort_session",
+    "quantity_for", "sensitivity_n", "targets_for", "wrt_as_input",
 ]

@@ -9,6 +9,8 @@ import numpy as np
 from ..version import __version__
 from .metrics import SCHEMA, fmt, mean, nanmean_rows, show_shape
 from .svg import esc, svg_plot
+from .text import CSS as TEXT_CSS
+from .text import text_heatmap_section
 
 if TYPE_CHECKING:
     from .gates import GateOutcome
@@ -58,7 +60,7 @@ def render_html(r: AuditReport) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>onnxattr audit: {esc(r.model['name'])}</title>",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<style>{CSS}</style></head><body><main>",
+        f"<style>{CSS}{TEXT_CSS if 'text' in r.data else ''}</style></head><body><main>",
         f"<h1>Attribution audit: {esc(r.model['name'])}{verdict}</h1>",
         f'<p class="meta">{len(r.data["sample"])} of {r.data["n_inputs"]} inputs &middot; {len(names)} method(s) '
         f"&middot; {r.seconds:.1f} s &middot; {esc(r.created)} &middot; onnxattr {esc(__version__)} &middot; "
@@ -137,6 +139,8 @@ def _gates_section(r: AuditReport, colors: dict[str, str]) -> list[str]:
 
 
 def _heatmap_section(r: AuditReport) -> list[str]:
+    if "text" in r.data:
+        return text_heatmap_section(r)
     if not r.input_images:
         return []
     names = list(r.methods)
@@ -213,7 +217,8 @@ def _faithfulness_section(r: AuditReport, colors: dict[str, str]) -> list[str]:
         better = "lower" if key == "deletion" else "higher"
         order = ("set to 0 (the baseline) in the input" if key == "deletion"
                  else "put back into an all-zeros input (the baseline)")
-        features = "pixels" if r.data["layout"] else "input values"
+        features = "pixels" if r.data["layout"] else ("tokens, at the attributed embeddings" if "text" in r.data
+                                                      else "input values")
         figs.append(svg_plot(series, f"{title} curves", xl, ylabel, ylim=(0, 1) if quantity != "logit" else None)
                     + f"<figcaption>{title}: the mean over the inputs of {esc(words)}, while the features "
                     f"({features}) are {order}, most relevant first. The score is the area under each input's "

@@ -22,13 +22,14 @@ import numpy as np
 from ..errors import OptionError
 from ..cluster.sources import ImageOptions, Part, SampleReader, sample_shape, scan
 from ..cluster.worker import all_failed, compute
-from ..inputs import sample_indices
+from ..inputs import load_vocab, read_feed_data, sample_indices, takes_feeds
 from ..layout import check_layout
 from ..model import Model, load
 from .gates import Gate
 from .metrics import ANALYSES, DEFAULT_METHODS, plain
 from .progress import Progress
 from .results import AuditReport, MethodResult
+from .text import text_summary
 from .run import AuditPlan, assemble, run_method, validate
 
 
@@ -171,6 +172,8 @@ def audit(
     device: str = "cpu",
     input_name: str | None = None,
     output_name: str | None = None,
+    wrt: str | None = None,
+    vocab: str | os.PathLike | None = None,
     engine: str = "local",
     address: str | None = None,
     resume: bool = False,
@@ -215,7 +218,12 @@ def audit(
             (log-spaced from 1 to 80% of the features).
         runtime: forward passes of the perturbation metrics: "onnxruntime" or "onnxattr".
         randomization_threshold, class_threshold: the sanity checks' thresholds.
-        device, input_name, output_name: as in :func:`onnxattr.load`, where a path is given.
+        device, input_name, output_name, wrt: as in :func:`onnxattr.load`, where a path is given.
+            A model fed a dict (token ids, ``wrt=``) reads its data as feeds (an ``.npz`` with one
+            array per graph input, optional ``target`` and ``relevant``), runs on the local engine,
+            and is audited without the two sanity checks (not run on such models yet).
+        vocab: for a text model: a ``tokenizer.json`` or a file of one token per line, to show
+            tokens instead of ids.
         engine: "local" (this process) or "ray" (a Ray cluster: ``pip install 'onnxattr[ray]'``;
             the model must be given as a path, and ``out_dir`` holds the per-sample shards).
         address: the Ray cluster's address; None: the running cluster, else a local one.
@@ -247,8 +255,18 @@ def audit(
         raise OptionError("engine='ray' needs the model as a path (each worker loads it) and an out_dir "
                           "(the per-sample shards are written there)")
     model = (model_or_path if isinstance(model_or_path, Model)
-             else load(model_or_path, device=device, input_name=input_name, output_name=output_name))
+             else load(model_or_path, device=device, input_name=input_name, output_name=output_name, wrt=wrt))
     source = None if isinstance(model_or_path, Model) else str(model_or_path)
+    if vocab is not None and not takes_feeds(model):
+        raise OptionError(f"vocab is for text models (fed token ids, attributed with wrt=); {model!r} is not")
+    if takes_feeds(model):
+        if engine != "local":
+            raise OptionError("engine='ray' runs models fed one array; a model fed several inputs or attributed "
+                              "at a wrt tensor runs on the local engine")
+        report = _audit_feeds(model, source, data, plan, target, seed, vocab, progress, started)
+        if out_dir is not None:
+            report.write(out_dir)
+        return report
     job = AuditJob.of(model, source, plan, data, target, layout, resize, mean, std, started)
     if engine == "local":
         report = job.local(batch_size, progress)
@@ -258,3 +276,49 @@ def audit(
     if out_dir is not None:
         report.write(out_dir)
     return report
+
+
+def _audit_feeds(model: Model, source: str | None, data: Any, plan: AuditPlan, target: Any, seed: int,
+                 vocab: str | os.PathLike | None, progress: bool | TextIO, started: float) -> AuditReport:
+    """:func:`audit` of a model fed a dict {input name: array} (a text model, ``wrt=``): the
+    data are feeds (:func:`onnxattr.inputs.read_feed_data`), the maps are at the ``wrt`` tensor,
+    features are its tokens, the heatmaps are the tokens coloured per method, and where the data
+    mark the deciding tokens (``relevant``) the relevance mass on them is reported."""
+    tokens = None if vocab is None else load_vocab(vocab)
+    text, sources, n_total, picked = read_feed_data(data, model, plan.sample, seed)
+    x, n = model.check_feeds(text.feeds, "data"), len(picked)
+    plan = _without_sanity_checks(plan)
+    out = model(x)
+    predicted = model.resolve_target(None, out, x)
+    if target is None and text.target is not None:  # the data's own targets, sampled with it
+        given = model.check_target(text.target, n)
+    else:
+        given = given_targets(model, target, n_total, picked, n)
+    targets = predicted if given is None else given
+    bar = Progress(len(plan.methods) * plan.steps_per_method, progress)
+    results: dict[str, MethodResult] = {}
+    try:
+        for name in plan.methods:
+            results[name] = run_method(model, x, targets, name, plan, None, int(np.prod(out.shape[1:])), bar)
+    finally:
+        bar.close()
+    data_section = {
+        "sources": sources, "n_inputs": n_total, "sample": [int(i) for i in picked],
+        "shape": {k: list(v.shape) for k, v in x.items()}, "layout": None,
+        "target": "argmax" if given is None else "given",
+        "targets": np.asarray(targets).tolist(), "predicted": np.asarray(predicted).tolist(),
+        "text": text_summary(model, x, text.relevant, {k: r.attribution for k, r in results.items()},
+                             min(plan.heatmaps, n), tokens),
+    }
+    return assemble(model, source, x, plan, results, data_section, started)
+
+
+def _without_sanity_checks(plan: AuditPlan) -> AuditPlan:
+    """``plan`` for a model fed a dict (text): the randomization and class-sensitivity checks do
+    not run on those yet, so they are left out, and a gate that needs them is refused."""
+    skipped = ("randomization", "class_sensitivity")
+    for g in plan.gates:
+        if any(a in skipped for a in g.analyses):
+            raise OptionError(f"gate {g.text!r} needs a sanity check, which does not run yet on a model fed "
+                              f"several inputs or attributed at a wrt tensor")
+    return dataclasses.replace(plan, analyses=tuple(a for a in plan.analyses if a not in skipped))

@@ -19,6 +19,7 @@ from ..analysis import faithfulness, randomization
 from ..analysis.alignment import input_alignment
 from ..analysis.spectral import high_frequency_share, power_spectrum
 from ..errors import OnnxAttrError, OptionError
+from ..feeds import rows as feed_rows
 from ..attribution.registry import attribute, lookup, resolve_options
 from ..model import Model
 from ..rng import sample_rng
@@ -120,7 +121,9 @@ def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan
     """One method over a batch: its maps and the per-sample values of every planned analysis.
 
     Args:
-        model: the loaded model; ``x``: a checked float32 batch; ``targets``: one int per sample.
+        model: the loaded model; ``x``: a checked float32 batch, or checked feeds {input name: array}
+            (a text model: the maps are at its ``wrt`` tensor, features are tokens);
+            ``targets``: one int per sample (or (position, index) pairs).
         name: the method; its options are ``plan.options[name]``.
         layout: "NCHW"/"NHWC" for an image batch (features are pixels), else None (scalars).
         classes: entries of the explained output per sample (default: from a forward pass).
@@ -155,11 +158,16 @@ def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan
             if classes >= 2:
                 r.class_sensitivity = _each_sample(
                     lambda k, rng, o: randomization.class_sensitivity(
-                        model, x[k:k + 1], name, n_classes=1, seed=rng, **_passable(o, randomization.class_sensitivity)),
+                        model, sample_rows(x, k, k + 1), name, n_classes=1, seed=rng, **_passable(o, randomization.class_sensitivity)),
                     idx, seed, per_sample)
             bar.step()
-        features = int(np.prod(x.shape[2:] if layout == "NCHW" else x.shape[1:3])) if layout else int(np.prod(x.shape[1:]))
-        perturb = dict(runtime=plan.runtime, features="pixel" if layout else "scalar", layout=layout)
+        text = isinstance(x, dict)
+        if text:
+            features, kind = int(a.shape[1]), "token"
+        else:
+            features = int(np.prod(x.shape[2:] if layout == "NCHW" else x.shape[1:3])) if layout else int(np.prod(x.shape[1:]))
+            kind = "pixel" if layout else "scalar"
+        perturb = dict(runtime=plan.runtime, features=kind, layout=layout)
         for key, fn in (("deletion", faithfulness.deletion), ("insertion", faithfulness.insertion)):
             if key in analyses:
                 bar.label(f"{name}: {key}")
@@ -169,13 +177,13 @@ def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan
             bar.label(f"{name}: sensitivity-n")
             ns = faithfulness.default_ns(features, plan.n_sizes)
             r.sensitivity_n = _each_sample(
-                lambda k, rng, o: faithfulness.sensitivity_n(model, x[k:k + 1], a[k:k + 1], targets[k:k + 1], ns=ns,
+                lambda k, rng, o: faithfulness.sensitivity_n(model, sample_rows(x, k, k + 1), a[k:k + 1], targets[k:k + 1], ns=ns,
                                                              n_subsets=plan.n_subsets, seed=rng, **perturb),
                 idx, seed, per_sample)
             bar.step()
         if "alignment" in analyses:
-            r.alignment = input_alignment(a, x)
-        if "spectrum" in analyses and x.ndim in (3, 4):
+            r.alignment = input_alignment(a, faithfulness.batch_of(model, x).x if text else x)
+        if "spectrum" in analyses and not text and x.ndim in (3, 4):
             r.spectrum = power_spectrum(a, layout, average=False)
             r.high_fraction = high_frequency_share(a, layout)
     except OnnxAttrError as e:
@@ -198,6 +206,11 @@ def _each_sample(analysis: Callable[[int, np.random.Generator, dict[str, Any]], 
     if isinstance(joined, faithfulness.SensitivityN):
         joined.correlation = faithfulness.nanmean(joined.per_input, axis=1)
     return joined
+
+
+def sample_rows(x: np.ndarray | dict[str, np.ndarray], a: int, b: int) -> np.ndarray | dict[str, np.ndarray]:
+    """Rows [a, b) of a batch: an array, or a feeds dict (every input cut alike)."""
+    return feed_rows(x, a, b) if isinstance(x, dict) else x[a:b]
 
 
 def _passable(options: dict[str, Any], analysis: Callable[..., Any]) -> dict[str, Any]:
@@ -260,9 +273,10 @@ def assemble(model: Model, source: str | None, x: np.ndarray, plan: AuditPlan, r
     section (its ``layout`` decides how pictures are drawn); ``classes``: entries of the
     explained output per sample (default: from a forward pass of ``x[:1]``)."""
     lay = data["layout"]
-    classes = model.n_classes or classes or int(np.prod(model(x[:1]).shape[1:]))
+    text = isinstance(x, dict)
+    classes = model.n_classes or classes or int(np.prod(model(sample_rows(x, 0, 1)).shape[1:]))
     images: dict[str, np.ndarray] = {}
-    rows = range(min(plan.heatmaps, len(x)))
+    rows = range(0 if text else min(plan.heatmaps, len(x)))  # text: drawn from data["text"] in the page
     input_files = [f"images/input_{i}.png" for i in rows]
     for i, rel in zip(rows, input_files):
         images[rel] = input_picture(x[i], lay)
