@@ -44,7 +44,8 @@ def rows(model: onnxattr.Model, vocab: list[str]) -> list[tuple[str, list[str], 
     return out
 
 
-def scored(model, vocab, ids, method, target):
+def scored(model: onnxattr.Model, vocab: list[str], ids: np.ndarray, method: str,
+           target: int | np.ndarray) -> list[tuple[list[str], np.ndarray]]:
     """Each sequence's real tokens and their scores."""
     mask = (ids != 0).astype(np.int64)
     r = onnxattr.attribute(model, {"input_ids": ids, "attention_mask": mask}, target=target, method=method)
