@@ -1162,8 +1162,16 @@ def check_file(judge: Judge, tmp_path: Path, name: str, model: str, data: bytes,
         assert name in err, f"the message does not name the file: {err}"
 
 
-FILE_CASES = [pytest.param(n, m, d, marks=[pytest.mark.xfail(strict=True, reason=FILES_KNOWN[n])] if n in FILES_KNOWN else [],
-                           id=n) for n, (m, d) in bad_files().items()]
+#: the audit reads its samples one by one (the same path as a cluster run), so it names the file
+AUDIT_NAMES_THE_FILE = {"nan.npy"}
+
+
+def file_cases(known: dict[str, str]) -> list:
+    return [pytest.param(n, m, d, marks=[pytest.mark.xfail(strict=True, reason=known[n])] if n in known else [], id=n)
+            for n, (m, d) in bad_files().items()]
+
+
+FILE_CASES = file_cases(FILES_KNOWN)
 
 
 @pytest.mark.parametrize("name,model,data", FILE_CASES)
@@ -1171,7 +1179,9 @@ def test_bad_file_explain(cli_judge, tmp_path, name, model, data):
     check_file(cli_judge, tmp_path, name, model, data, "explain")
 
 
-@pytest.mark.parametrize("name,model,data", [p for p in FILE_CASES if not p.id.startswith(("cut-", "flip-"))])
+@pytest.mark.parametrize("name,model,data", [
+    p for p in file_cases({k: v for k, v in FILES_KNOWN.items() if k not in AUDIT_NAMES_THE_FILE})
+    if not p.id.startswith(("cut-", "flip-"))])
 def test_bad_file_audit(cli_judge, tmp_path, name, model, data):
     check_file(cli_judge, tmp_path, name, model, data, "audit")
 

@@ -125,8 +125,9 @@ def _open_npy(f: pathlib.Path) -> np.ndarray:
     """A .npy batch, memory-mapped so that reading a few samples does not read the file."""
     try:
         a = np.load(f, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{f}: cannot read as a NumPy array: {e}") from e
+    except (OSError, ValueError, EOFError) as e:
+        what = "empty" if f.is_file() and f.stat().st_size == 0 else "cannot read as a NumPy array"
+        raise InputError(f"{f}: {what} ({type(e).__name__}: {e})") from None
     if a.dtype.kind not in "biuf":
         raise InputError(f"{f}: holds {a.dtype} values, not numbers")
     return a
