@@ -3,6 +3,8 @@ for, over random shapes, strides, dilations, groups, pads and output_padding; an
 thread setting (onnxattr/threads.py)."""
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -245,3 +247,36 @@ def test_blas_limit_holds_blas_to_n_threads_and_restores_it(restore_threads):
     with threads.blas_limit(1):
         assert threads.blas_threads() == 1
     assert threads.blas_threads() == 2
+
+
+def test_load_takes_the_kernels_switch_and_its_environment_default(monkeypatch):
+    import onnxattr
+    from onnxattr.errors import OptionError
+
+    path = pathlib.Path(__file__).parent.parent / "models" / "torch_resnet_bn_op17.onnx"
+    monkeypatch.delenv(ortk.ENV, raising=False)
+    assert onnxattr.load(path).kernels == "onnxruntime"
+    assert onnxattr.load(path, kernels="numpy").kernels == "numpy"
+    monkeypatch.setenv(ortk.ENV, "numpy")
+    model = onnxattr.load(path)
+    assert model.kernels == "numpy" and all(n.op.kernels == "numpy" for n in model.graph.nodes)
+    with pytest.raises(OptionError, match="kernels=.*'mlas'"):
+        onnxattr.load(path, kernels="mlas")
+    monkeypatch.setenv(ortk.ENV, "torch")
+    with pytest.raises(OptionError, match="ONNXATTR_KERNELS.*'torch'"):
+        onnxattr.load(path)
+
+
+def test_the_onnxruntime_path_runs_the_convolutions_there_and_agrees():
+    import onnxattr
+
+    path = pathlib.Path(__file__).parent.parent / "models" / "torch_resnet_bn_op17"
+    x = np.load(path.with_suffix(".npz"))["input"]
+    results = {}
+    for kernels in ("numpy", "onnxruntime"):
+        ortk.clear_cache()
+        model = onnxattr.load(path.with_suffix(".onnx"), kernels=kernels)
+        results[kernels] = onnxattr.attribute(model, x, 0, "gradient"), ortk.cached_sessions()
+    (g_np, s_np), (g_ort, s_ort) = results["numpy"], results["onnxruntime"]
+    assert s_np == 0 and s_ort > 0
+    np.testing.assert_allclose(g_ort, g_np, rtol=1e-4, atol=1e-5 * np.abs(g_np).max())

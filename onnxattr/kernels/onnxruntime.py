@@ -26,11 +26,12 @@ Visin 2016, "A guide to convolution arithmetic for deep learning", relationships
 """
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -164,6 +165,33 @@ def dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, constant: b
 def dense_data_vjp(g: np.ndarray, w: np.ndarray, constant: bool = True) -> np.ndarray:
     """The cotangent of Dense's input: g @ w^T (w^T baked once with ``constant``)."""
     return _run("MatMul", {}, g, [w], constant, transform="transpose")
+
+
+# ---- the switch: which kernels a loaded model's ops use -----------------------------------------
+
+KERNELS = ("onnxruntime", "numpy")
+#: the environment variable that gives ``load``'s default kernels
+ENV = "ONNXATTR_KERNELS"
+
+
+def choose(kernels: str | None) -> str:
+    """``kernels`` checked, or the default: ``ONNXATTR_KERNELS``, else "onnxruntime"."""
+    from ..errors import OptionError
+
+    where = "kernels="
+    if kernels is None:
+        kernels, where = os.environ.get(ENV, "").strip() or "onnxruntime", ENV
+    if kernels not in KERNELS:
+        raise OptionError(f"{where}: unknown kernels {kernels!r}; choose one of {KERNELS}")
+    return kernels
+
+
+def use(kernels: str, nodes: Sequence[Any], params: Mapping[str, Any]) -> None:
+    """Make ``nodes``' ops run with ``kernels``, and declare the model's float parameters
+    constant (so that their modified copies are made once, and baked into the sessions)."""
+    for node in nodes:
+        node.op.kernels = kernels
+    mark_constant(*(v for v in params.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f"))
 
 
 # ---- constants: a model's parameters and the weights derived from them -------------------------
