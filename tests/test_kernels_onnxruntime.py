@@ -280,3 +280,20 @@ def test_the_onnxruntime_path_runs_the_convolutions_there_and_agrees():
     (g_np, s_np), (g_ort, s_ort) = results["numpy"], results["onnxruntime"]
     assert s_np == 0 and s_ort > 0
     np.testing.assert_allclose(g_ort, g_np, rtol=1e-4, atol=1e-5 * np.abs(g_np).max())
+
+
+def test_erf_equals_scipy_to_an_ulp_and_gelu_uses_it(monkeypatch):
+    from scipy.special import erf
+
+    from onnxattr.ops.activation import _erf
+
+    x = np.random.default_rng(0).standard_normal((4, 64, 97)).astype(np.float32) * 3
+    np.testing.assert_allclose(ortk.erf(x), erf(x), rtol=2.4e-7, atol=6e-8)
+    monkeypatch.setattr(ortk, "erf", lambda a: pytest.fail("onnxruntime's erf on a small array"))
+    _erf(np, x[:1, :1])  # small arrays stay in SciPy (a session run costs ~10 us)
+    monkeypatch.undo()
+    calls = []
+    monkeypatch.setattr(ortk, "erf", lambda a: calls.append(a.size) or erf(a))
+    gelu = make_op("Gelu", {}, 20, "gelu")
+    gelu.forward(x)
+    assert calls == [x.size]
