@@ -297,3 +297,23 @@ def test_erf_equals_scipy_to_an_ulp_and_gelu_uses_it(monkeypatch):
     gelu = make_op("Gelu", {}, 20, "gelu")
     gelu.forward(x)
     assert calls == [x.size]
+
+
+@pytest.mark.parametrize("kernels, during", [("onnxruntime", 1), ("numpy", 2)])
+def test_blas_is_held_to_one_thread_only_while_onnxruntime_carries_a_pass(monkeypatch, restore_threads,
+                                                                        kernels, during):
+    import onnxattr
+    from onnxattr.ops.linear import Conv
+
+    if threads.blas_threads() is None:
+        pytest.skip("no control over this NumPy's BLAS")
+    path = pathlib.Path(__file__).parent.parent / "models" / "torch_resnet_bn_op17"
+    x = np.load(path.with_suffix(".npz"))["input"]
+    model = onnxattr.load(path.with_suffix(".onnx"), kernels=kernels)
+    seen = []
+    forward = Conv.forward
+    monkeypatch.setattr(Conv, "forward", lambda self, *a: seen.append(threads.blas_threads()) or forward(self, *a))
+    threads.set_num_threads(2)
+    onnxattr.attribute(model, x, 0, "gradient")
+    assert set(seen) == {during}
+    assert threads.blas_threads() == 2
