@@ -135,7 +135,7 @@ def ort_session(path: pathlib.Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def jobs_for(case: Case, steps: int) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
+def jobs_for(case: Case, steps: int, reference: bool = True) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
     """The timed callables of one case, and the checks of agreement (text per row)."""
     sess = ort_session(case.path)
     inp = sess.get_inputs()[0].name
@@ -154,10 +154,10 @@ def jobs_for(case: Case, steps: int) -> tuple[dict[str, Callable[[], Any]], dict
     (explained,) = ort_run(  # the tensor we explain (before a final Softmax)
         onnx.load(case.path), x, [model.output_name])
     checks = {"onnxattr forward": _diff(model(x), explained, "onnxruntime")}
-    if not transformer:  # the reference kernels, for the gain (the transformers' would take minutes)
-        reference = onnxattr.load(str(case.path), kernels="numpy")
-        jobs["onnxattr forward (numpy kernels)"] = lambda: reference(x)
-        jobs["gradient (numpy kernels)"] = lambda: onnxattr.attribute(reference, x, target=target, method="gradient")
+    if reference and not transformer:  # the reference kernels, for the gain (the transformers' take minutes)
+        ref = onnxattr.load(str(case.path), kernels="numpy")
+        jobs["onnxattr forward (numpy kernels)"] = lambda: ref(x)
+        jobs["gradient (numpy kernels)"] = lambda: onnxattr.attribute(ref, x, target=target, method="gradient")
         checks["gradient (numpy kernels)"] = _diff(jobs["gradient (numpy kernels)"](), jobs["gradient"](), "onnxruntime kernels")
     if case.torch_model is not None and case.name in ("bert", "vit"):
         import bench_transformers
@@ -373,6 +373,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions after a warm-up")
     p.add_argument("--no-captum", action="store_true", help="skip Captum even if it is installed")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--no-reference", action="store_true", help="skip the rows of kernels='numpy'")
     p.add_argument("--memory", default="resnet18,bert", help="models whose peak memory is measured")
     p.add_argument("--peak-child", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         cases = make_cases(a.models.split(","), a.batch, a.size, a.width, pathlib.Path(tmp), with_torch)
         for case in cases:
-            jobs, checks = jobs_for(case, a.steps)
+            jobs, checks = jobs_for(case, a.steps, not a.no_reference)
             times = time_jobs(jobs, a.repeats)
             out += ["", table(case, times, checks)]
             print("\n" + out[-1], flush=True)
