@@ -364,7 +364,7 @@ def _session(op: str, attrs: dict[str, Any], x: np.ndarray, params: Sequence[np.
 
 def session_options(n_threads: int | None = None) -> ort.SessionOptions:
     """The options of every session the library makes: the library's thread count (or
-    ``n_threads``), one inter-op thread, sequential execution and no spinning."""
+    ``n_threads``), one inter-op thread, sequential execution, no spinning and no memory arena."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads.num_threads() if n_threads is None else n_threads
     so.inter_op_num_threads = 1
@@ -372,5 +372,8 @@ def session_options(n_threads: int | None = None) -> ort.SessionOptions:
     so.graph_optimization_level = OPTIMIZATION
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # no arena per session: dozens of sessions would each keep their largest buffers (measured,
+    # ResNet-18 batch 8 gradient: peak 363 MB with arenas, 223 MB without, no slower)
+    so.enable_cpu_mem_arena = False
     so.log_severity_level = 3
     return so
