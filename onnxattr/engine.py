@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from .backend import on_one_device
 
 if TYPE_CHECKING:
@@ -53,19 +55,22 @@ def forward(
     """Run the graph on ``feeds`` (graph input name -> batch); return the tensors named in
     ``fetch`` (and the graph output) and, with ``record``, what the backward pass needs of every
     live node under ``rules``."""
-    env: dict[str, Array] = dict(feeds)
+    env: dict[str, Array] = {**params, **feeds}  # one lookup per input; feeds over params
     wanted = set(fetch) | {graph.output}
-    last = graph.last_uses()
     rules = rules or {}
     tape = Tape()
-    for i, node in enumerate(graph.nodes):
-        args = [(env[t] if t in env else params[t]) if t else None for t in node.inputs]
-        args = on_one_device(args)  # shape tensors computed on the host meet GPU data
+    # on the host nothing needs moving; on the GPU, shape tensors computed on the host meet GPU data
+    host = all(type(v) is np.ndarray for v in feeds.values()) and all(
+        type(v) is np.ndarray for v in params.values())
+    for node, (free, live, _) in zip(graph.nodes, _schedule(graph)):
+        args = [env[t] if t else None for t in node.inputs]
+        if not host:
+            args = on_one_device(args)
         outs, ctx = node.op.forward(*args)
         for t, v in zip(node.outputs, outs):
             if t:
                 env[t] = v
-        if record and any(t in graph.live for t in node.inputs):
+        if record and live:
             rule = rules.get(node.name)
             tape.records[node.name] = NodeRecord(
                 ctx=ctx,
@@ -73,12 +78,32 @@ def forward(
                 outputs=tuple(outs) if rule is not None and rule.needs_outputs else None,
                 rule=rule,
             )
-        for t in node.inputs:
-            if t and last.get(t) == i and t not in wanted and t in env and t not in feeds:
-                del env[t]
+        for t in free:  # activations read for the last time (never a parameter or a feed)
+            if t not in wanted:
+                env.pop(t, None)
     for t in wanted:
-        tape.values[t] = env[t] if t in env else params[t]
+        tape.values[t] = env[t]
     return tape
+
+
+def _schedule(graph: LayerGraph) -> list[tuple[tuple[str, ...], bool, tuple[bool, ...]]]:
+    """Per node: the tensors computed by the graph that it reads for the last time, whether it
+    reads a live tensor, and which of its inputs are live (the cotangents the backward needs);
+    worked out once per graph, not on every pass."""
+    key = tuple(map(id, graph.nodes))
+    cached = graph.__dict__.get("_engine_schedule")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    last = graph.last_uses()
+    made = {t for n in graph.nodes for t in n.outputs if t}
+    schedule = [
+        (tuple(dict.fromkeys(t for t in node.inputs if t in made and last.get(t) == i)),
+         any(t in graph.live for t in node.inputs),
+         tuple(bool(t) and t in graph.live for t in node.inputs))
+        for i, node in enumerate(graph.nodes)
+    ]
+    graph.__dict__["_engine_schedule"] = (key, schedule)
+    return schedule
 
 
 def backward(
@@ -98,7 +123,7 @@ def backward(
     grads: dict[str, Array] = {graph.output: seed}
     kept: dict[str, Array] = {}
     wanted = set(fetch)
-    for node in reversed(graph.nodes):
+    for node, (_, _, needs) in zip(reversed(graph.nodes), reversed(_schedule(graph))):
         record = tape.records.pop(node.name, None)  # free what the forward kept as soon as it is used
         if record is None:
             continue
@@ -108,7 +133,6 @@ def backward(
                 kept[t] = g
         if all(g is None for g in gs):
             continue
-        needs = [bool(t) and t in graph.live for t in node.inputs]
         if record.rule is None:
             gin = node.op.cotangents(record.ctx, gs, needs)
         else:

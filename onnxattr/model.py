@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
-from . import backend, engine, targets
+from contextlib import nullcontext
+
+from . import backend, engine, targets, threads
+from .kernels import onnxruntime as ortk
 from .canonize import canonize
 from .errors import DeviceMemoryError, InputError, OptionError
 from .feeds import check_feeds, n_rows, rows
@@ -45,7 +48,8 @@ PASS_BYTES = 32 << 20
 class Model:
     """An ONNX model prepared for attribution. Create it with :func:`onnxattr.load`."""
 
-    def __init__(self, graph: LayerGraph, proto: onnx.ModelProto, device: str = "cpu") -> None:
+    def __init__(self, graph: LayerGraph, proto: onnx.ModelProto, device: str = "cpu",
+                 kernels: str | None = None) -> None:
         self.graph = graph
         self.proto = proto
         self.device = backend.check_device(device)
@@ -56,6 +60,10 @@ class Model:
         }
         #: on the GPU: the largest batch known to fit (None until one ran out of memory)
         self.max_chunk: int | None = None
+        #: the CPU's kernels for the heavy ops ("onnxruntime" or "numpy"); the GPU runs CuPy
+        self.kernels = ortk.choose(kernels) if device == "cpu" else "cupy"
+        if device == "cpu":
+            ortk.use(self.kernels, graph.nodes + (graph.head.nodes if graph.head else []), self.params)
 
     # ---- what the model takes and gives -------------------------------------------------
     @property
@@ -215,9 +223,11 @@ class Model:
         if self.device != "cuda":
             results = []
             start = 0
-            for c in self.chunks(feeds):
-                results.append(run(c, start))
-                start += n_rows(c)
+            # onnxruntime's pools carry the heavy ops: BLAS's spinning threads would fight them
+            with threads.blas_limit(1) if self.kernels == "onnxruntime" else nullcontext():
+                for c in self.chunks(feeds):
+                    results.append(run(c, start))
+                    start += n_rows(c)
             return results
         fixed = self.fixed_batch
         n = n_rows(feeds)
@@ -325,6 +335,7 @@ def load(
     *,
     base_dir: str | os.PathLike | None = None,
     max_fold_bytes: int = MAX_FOLD_BYTES,
+    kernels: str | None = None,
 ) -> Model:
     """Read an ONNX model (a path or a ModelProto) and prepare it for attribution.
 
@@ -350,6 +361,10 @@ def load(
             that holds them (locations may not leave it). Without it such a proto is refused.
         max_fold_bytes: the most bytes one constant folded at load may take (default 256 MiB);
             all of them together may take this plus four times the model's own tensors.
+        kernels: on the CPU, ``"onnxruntime"`` runs the heavy ops (Conv, ConvTranspose, Gemm,
+            MatMul and the LRP rules' modified forwards) through onnxruntime's kernels,
+            ``"numpy"`` through the library's own (the reference). Default: the environment
+            variable ``ONNXATTR_KERNELS``, else ``"onnxruntime"``. Ignored on the GPU (CuPy).
 
     Raises:
         ModelError: not an ONNX model, invalid (the node named), external data outside the
@@ -357,14 +372,15 @@ def load(
             or an ambiguous choice.
         UnsupportedOpError: a node whose op type, opset form or attributes are not implemented
             (named).
-        OptionError: ``base_dir`` with a path, or ``max_fold_bytes`` not a positive int.
+        OptionError: ``base_dir`` with a path, ``max_fold_bytes`` not a positive int, or unknown
+            ``kernels``.
     """
     if isinstance(max_fold_bytes, bool) or not isinstance(max_fold_bytes, int) or max_fold_bytes <= 0:
         raise OptionError(f"max_fold_bytes must be a positive int (bytes), got {max_fold_bytes!r}")
     proto = read_model(model, base_dir=base_dir)
     graph = build(proto, input_name=input_name, output_name=output_name, wrt=wrt, max_fold_bytes=max_fold_bytes)
     graph = canonize(graph)
-    return Model(graph, proto, device)
+    return Model(graph, proto, device, kernels)
 
 
 def split_on_oom(

@@ -10,6 +10,9 @@ from onnxattr.rules import Epsilon, Flat, ZPlus
 from oracles import MODELS, oracle, rel_l2
 from toy import deepexplain_toy, linear, relu_mlp
 from zoo import light_model, randomized
+from kernel_paths import kernels  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.usefixtures("kernels")
 
 CAPTUM = ["guided_backprop", "deconvnet", "deeplift"]
 ZENNIT = ["lrp.epsilon", "lrp.z_plus", "lrp.gamma", "lrp.alpha1_beta0", "lrp.epsilon_plus_flat",

@@ -7,6 +7,9 @@ from onnxattr import OptionError
 from onnxattr.attribution.gradients import path_points
 from onnxattr.rng import sample_rng
 from oracles import MODELS, oracle, rel_l2
+from kernel_paths import kernels  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.usefixtures("kernels")
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -3,6 +3,8 @@ for, over random shapes, strides, dilations, groups, pads and output_padding; an
 thread setting (onnxattr/threads.py)."""
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -244,4 +246,74 @@ def test_blas_limit_holds_blas_to_n_threads_and_restores_it(restore_threads):
     assert threads.blas_threads() == 2
     with threads.blas_limit(1):
         assert threads.blas_threads() == 1
+    assert threads.blas_threads() == 2
+
+
+def test_load_takes_the_kernels_switch_and_its_environment_default(monkeypatch):
+    import onnxattr
+    from onnxattr.errors import OptionError
+
+    path = pathlib.Path(__file__).parent.parent / "models" / "torch_resnet_bn_op17.onnx"
+    monkeypatch.delenv(ortk.ENV, raising=False)
+    assert onnxattr.load(path).kernels == "onnxruntime"
+    assert onnxattr.load(path, kernels="numpy").kernels == "numpy"
+    monkeypatch.setenv(ortk.ENV, "numpy")
+    model = onnxattr.load(path)
+    assert model.kernels == "numpy" and all(n.op.kernels == "numpy" for n in model.graph.nodes)
+    with pytest.raises(OptionError, match="kernels=.*'mlas'"):
+        onnxattr.load(path, kernels="mlas")
+    monkeypatch.setenv(ortk.ENV, "torch")
+    with pytest.raises(OptionError, match="ONNXATTR_KERNELS.*'torch'"):
+        onnxattr.load(path)
+
+
+def test_the_onnxruntime_path_runs_the_convolutions_there_and_agrees():
+    import onnxattr
+
+    path = pathlib.Path(__file__).parent.parent / "models" / "torch_resnet_bn_op17"
+    x = np.load(path.with_suffix(".npz"))["input"]
+    results = {}
+    for kernels in ("numpy", "onnxruntime"):
+        ortk.clear_cache()
+        model = onnxattr.load(path.with_suffix(".onnx"), kernels=kernels)
+        results[kernels] = onnxattr.attribute(model, x, 0, "gradient"), ortk.cached_sessions()
+    (g_np, s_np), (g_ort, s_ort) = results["numpy"], results["onnxruntime"]
+    assert s_np == 0 and s_ort > 0
+    np.testing.assert_allclose(g_ort, g_np, rtol=1e-4, atol=1e-5 * np.abs(g_np).max())
+
+
+def test_erf_equals_scipy_to_an_ulp_and_gelu_uses_it(monkeypatch):
+    from scipy.special import erf
+
+    from onnxattr.ops.activation import _erf
+
+    x = np.random.default_rng(0).standard_normal((4, 64, 97)).astype(np.float32) * 3
+    np.testing.assert_allclose(ortk.erf(x), erf(x), rtol=2.4e-7, atol=6e-8)
+    monkeypatch.setattr(ortk, "erf", lambda a: pytest.fail("onnxruntime's erf on a small array"))
+    _erf(np, x[:1, :1])  # small arrays stay in SciPy (a session run costs ~10 us)
+    monkeypatch.undo()
+    calls = []
+    monkeypatch.setattr(ortk, "erf", lambda a: calls.append(a.size) or erf(a))
+    gelu = make_op("Gelu", {}, 20, "gelu")
+    gelu.forward(x)
+    assert calls == [x.size]
+
+
+@pytest.mark.parametrize("kernels, during", [("onnxruntime", 1), ("numpy", 2)])
+def test_blas_is_held_to_one_thread_only_while_onnxruntime_carries_a_pass(monkeypatch, restore_threads,
+                                                                        kernels, during):
+    import onnxattr
+    from onnxattr.ops.linear import Conv
+
+    if threads.blas_threads() is None:
+        pytest.skip("no control over this NumPy's BLAS")
+    path = pathlib.Path(__file__).parent.parent / "models" / "torch_resnet_bn_op17"
+    x = np.load(path.with_suffix(".npz"))["input"]
+    model = onnxattr.load(path.with_suffix(".onnx"), kernels=kernels)
+    seen = []
+    forward = Conv.forward
+    monkeypatch.setattr(Conv, "forward", lambda self, *a: seen.append(threads.blas_threads()) or forward(self, *a))
+    threads.set_num_threads(2)
+    onnxattr.attribute(model, x, 0, "gradient")
+    assert set(seen) == {during}
     assert threads.blas_threads() == 2

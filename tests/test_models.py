@@ -10,6 +10,9 @@ import onnxattr
 from onnxattr.analysis import mask_fraction, relevance_mass
 from oracles import rel_l2
 from zoo import ort_run
+from kernel_paths import kernels  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.usefixtures("kernels")
 
 MODELS = pathlib.Path(__file__).parent.parent / "models"
 # The image models (one float input, key "input"); the text model's references hold one key per

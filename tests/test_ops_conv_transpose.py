@@ -4,6 +4,9 @@ import pytest
 from onnxattr.errors import UnsupportedOpError
 from onnxattr.ops import REGISTRY, make_op
 from optest import check_onnx_case, check_op, check_vjp, our_forward, rand
+from kernel_paths import kernels  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.usefixtures("kernels")
 
 CASES = [
     # (x shape, w shape (C, O/group, *kernel), attrs)

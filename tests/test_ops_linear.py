@@ -2,6 +2,9 @@ import numpy as np
 import pytest
 
 from optest import check_op, check_vjp, rand
+from kernel_paths import kernels  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.usefixtures("kernels")
 
 
 CONV_CASES = [

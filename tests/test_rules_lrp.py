@@ -6,6 +6,9 @@ from onnxattr.engine import NodeRecord
 from onnxattr.graph import Node
 from onnxattr.ops import make_op
 from onnxattr.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, WSquare, Z, ZBox, ZPlus, stabilize
+from kernel_paths import kernels  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.usefixtures("kernels")
 
 CONVS = [
     # (x shape, w shape, attrs)
@@ -188,3 +191,24 @@ def test_stabilizer_sign_of_zero_is_positive():
 def test_alpha_beta_must_differ_by_one():
     with pytest.raises(ValueError, match="alpha - beta = 1"):
         AlphaBeta(2.0, 2.0)
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=IDS)
+@pytest.mark.parametrize("name", list(RULES))
+def test_rule_in_float32_with_constant_weights_equals_float64(name, layer, kernels):
+    """The modified forwards with weights marked constant (a model's parameters): on the
+    onnxruntime path they are baked into cached sessions, made once per parameter and rule."""
+    from onnxattr.kernels import onnxruntime as ortk
+
+    rule, _ = RULES[name]
+    node, x, w, b = layer
+    r = np.random.default_rng(5).standard_normal(node.op.forward(x, w, b)[0][0].shape)
+    want = run(rule, node, x, w, b, r)
+    x32, w32, b32, r32 = (a.astype(np.float32) for a in (x, w, b, r))
+    ortk.mark_constant(w32, b32)
+    got = run(rule, node, x32, w32, b32, r32)
+    sessions = ortk.cached_sessions()
+    again = run(rule, node, x32, w32, b32, r32)
+    assert ortk.cached_sessions() == sessions  # nothing built twice
+    np.testing.assert_array_equal(again, got)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())

@@ -256,6 +256,10 @@ class Gelu(Unary):
 
 def _erf(xp: Any, x: Array) -> Array:
     """erf elementwise, vectorized: scipy.special on the host, cupyx.scipy.special on the GPU."""
+    if xp is np and x.size >= 1 << 14 and x.dtype == np.float32:
+        from ..kernels import onnxruntime as ortk  # MLAS's vectorized erf: SciPy's is 10-50x slower
+
+        return ortk.erf(x)
     if xp is np:
         from scipy.special import erf
     else:

@@ -10,16 +10,44 @@ Conv's vjp and ConvTranspose's forward) is, for stride 1, the correlation with t
 kernel; for larger strides, the transposed product followed by col2im (``Window.scatter_add``).
 On the GPU, 2-D im2col and col2im are CUDA kernels (:mod:`onnxattr.kernels.window`) that pad and
 crop as they copy.
+
+With ``op.kernels == "onnxruntime"`` (set by ``load`` on the CPU) Conv and its data vjp,
+ConvTranspose, Gemm, MatMul and Dense run through onnxruntime's kernels
+(:mod:`onnxattr.kernels.onnxruntime`) where it takes the dtype and the product is large enough
+(``MIN_MACS``); weights that are a model's parameters, or derived from them once (LRP's modified
+weights), are baked into the cached sessions. Everything else falls back to the NumPy code here.
 """
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
+import numpy as np
+
 from ..backend import array_module, use_kernels
+from ..kernels import onnxruntime as ortk
 from ..kernels import window as cuda_window
 from .base import Array, Grads, Linear, Op, Shape, unbroadcast
 from .window import Window, _Windowed, batches, resolve
+
+
+def on_ort(op: Op, op_type: str, *arrays: Array | None) -> bool:
+    """Whether ``op`` runs ``op_type`` on these arrays through onnxruntime: the model chose those
+    kernels, the arrays are on the host, and onnxruntime's kernel takes their dtype."""
+    if getattr(op, "kernels", "numpy") != "onnxruntime":
+        return False
+    present = [a for a in arrays if a is not None]
+    dtype = present[0].dtype
+    return all(type(a) is np.ndarray and a.dtype == dtype for a in present) and ortk.supported(op_type, dtype)
+
+
+def constant(*arrays: Array | None) -> bool:
+    """Whether every given weight is constant (a parameter, or derived from one), so baked."""
+    return all(a is None or ortk.is_constant(a) for a in arrays)
+
+
+def conv_geometry(win: Window, group: int) -> ortk.ConvGeometry:
+    return ortk.ConvGeometry(win.strides, win.dilations, win.pads_begin + win.pads_end, group)
 
 
 class Conv(Linear, _Windowed):
@@ -58,13 +86,20 @@ class Conv(Linear, _Windowed):
         if c != w.shape[1] * self.group:
             raise self.unsupported(f"input has {c} channels, weight expects {w.shape[1]} x {self.group} groups")
         win = self.window(x, w)
-        return (correlate(x, w, win, self.group, b),), (x.shape, w, win)
+        macs = x.shape[0] * w.size * math.prod(win.out)
+        if macs >= ortk.MIN_MACS and on_ort(self, "Conv", x, w, b):
+            geo = conv_geometry(win, self.group)
+            return (ortk.conv(x, w, b, geo, constant(w, b)),), (x.shape, w, win, geo)
+        return (correlate(x, w, win, self.group, b),), (x.shape, w, win, None)
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
-        shape, w, win = ctx
+        shape, w, win, geo = ctx
         if any(needs[1:]):
             raise self.unsupported("gradients with respect to weights or bias are not computed")
-        return [correlate_transpose(grads[0], w, win, self.group, shape[2:])]
+        g = grads[0]
+        if geo is not None and type(g) is np.ndarray and g.dtype == w.dtype:
+            return [ortk.conv_data_vjp(g, w, geo, shape[2:], constant(w))]
+        return [correlate_transpose(g, w, win, self.group, shape[2:])]
 
 
 def correlate(x: Array, w: Array, win: Window, groups: int, bias: Array | None = None) -> Array:
@@ -160,6 +195,9 @@ class Gemm(Linear):
                                    f"{list(b)} (transB={self.transB}) do not multiply")
 
     def forward(self, a: Array, b: Array, c: Array | None = None) -> tuple:
+        if a.size * (b.shape[0] if self.trans_b else b.shape[1]) >= ortk.MIN_MACS and on_ort(self, "Gemm", a, b, c):
+            y = ortk.gemm(a, b, c, self.alpha, self.beta, self.trans_a, self.trans_b, constant(b, c))
+            return (y,), (a, b, None if c is None else c.shape)
         at = a.T if self.trans_a else a
         bt = b.T if self.trans_b else b
         y = at @ bt
@@ -175,7 +213,10 @@ class Gemm(Linear):
         bt = b.T if self.trans_b else b
         at = a.T if self.trans_a else a
         da = db = dc = None
-        if needs[0]:
+        if needs[0] and g.size * b.size >= ortk.MIN_MACS * g.shape[1] and on_ort(self, "Gemm", g, b):
+            da = ortk.gemm(g, b, None, 1.0, 0.0, False, not self.trans_b, constant(b))
+            da = da.T if self.trans_a else da
+        elif needs[0]:
             da = g @ bt.T
             da = da.T if self.trans_a else da
         if needs[1]:
@@ -200,16 +241,47 @@ class MatMul(Op):
             raise self.unsupported(f"operands of shapes {list(a)} and {list(b)} do not multiply")
 
     def forward(self, a: Array, b: Array) -> tuple:
+        if self.ort(a, b):
+            return (ortk.matmul(a, b, constant(b)),), (a, b)
         return (a @ b,), (a, b)
+
+    def ort(self, a: Array, b: Array) -> bool:
+        """Whether a @ b (both at least matrices) runs through onnxruntime: large enough, and
+        its kernel takes the arrays."""
+        if a.ndim < 2 or b.ndim < 2:
+            return False
+        macs = max(a.size // a.shape[-2], b.size // b.shape[-1]) * a.shape[-2] * b.shape[-1]
+        return macs >= ortk.MIN_MACS and on_ort(self, "MatMul", a, b)
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         a, b = ctx
+        if self.ort(a, b) and type(grads[0]) is np.ndarray and grads[0].dtype == a.dtype:
+            return self.ort_vjp(a, b, grads[0], needs)
         a2 = a if a.ndim > 1 else a[None, :]
         b2 = b if b.ndim > 1 else b[:, None]
         g = grads[0].reshape((a2 @ b2).shape) if (a.ndim == 1 or b.ndim == 1) else grads[0]
         da = unbroadcast(g @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape) if needs[0] else None
         db = unbroadcast(a2.swapaxes(-1, -2) @ g, b2.shape).reshape(b.shape) if needs[1] else None
         return [da, db]
+
+    def ort_vjp(self, a: Array, b: Array, g: Array, needs: Sequence[bool]) -> Grads:
+        """da = g b^T and db = a^T g through onnxruntime (a constant b's transpose made once)."""
+        da = db = None
+        if needs[0]:
+            if constant(b):
+                bt = ortk.derived(b, "T", transposed)
+                da = ortk.matmul(g, bt, True)
+            else:
+                da = ortk.matmul(g, np.ascontiguousarray(b.swapaxes(-1, -2)))
+            da = unbroadcast(da, a.shape)
+        if needs[1]:
+            db = unbroadcast(ortk.matmul(np.ascontiguousarray(a.swapaxes(-1, -2)), g), b.shape)
+        return [da, db]
+
+
+def transposed(w: Array) -> Array:
+    """w with its last two axes swapped, contiguous."""
+    return np.ascontiguousarray(w.swapaxes(-1, -2))
 
 
 class Affine(Linear):
@@ -310,16 +382,37 @@ class ConvTranspose(Linear, _Windowed):
         if c % g:
             raise self.unsupported(f"{c} input channels do not split into {g} groups")
         win, out = self.window(x, w)
+        geo = self.ort_geometry(x, w, b, win, out)
+        if geo is not None:
+            adj = self.output_padding or (0,) * len(out)
+            return (ortk.conv_transpose(x, w, b, geo, adj, constant(w, b)),), (x.shape, w, win, geo)
         y = correlate_transpose(x, w, win, g, out)
         if b is not None:
             y = y + b.reshape((1, -1) + (1,) * len(out))
-        return (xp.ascontiguousarray(y),), (x.shape, w, win)
+        return (xp.ascontiguousarray(y),), (x.shape, w, win, None)
+
+    def ort_geometry(self, x: Array, w: Array, b: Array | None, win: Window,
+                     out: tuple[int, ...]) -> ortk.ConvGeometry | None:
+        """The explicit geometry onnxruntime's ConvTranspose runs this layer with, or None where
+        it does not (NumPy's dtype, too small, output_padding >= stride, or an output_shape
+        larger than the full output, which the window pads rather than crops)."""
+        if x.shape[0] * w.size * math.prod(x.shape[2:]) < ortk.MIN_MACS or not on_ort(self, "ConvTranspose", x, w, b):
+            return None
+        full = [(n - 1) * s + (k - 1) * d + 1 + a for n, s, k, d, a in zip(
+            x.shape[2:], win.strides, win.kernel, win.dilations, self.output_padding or (0,) * len(out))]
+        if any(f - pb - pe != o for f, pb, pe, o in zip(full, win.pads_begin, win.pads_end, out)):
+            return None
+        geo = conv_geometry(win, self.group)
+        return geo if ortk.supported("ConvTranspose", x.dtype, geo, self.output_padding or None) else None
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
-        shape, w, win = ctx
+        shape, w, win, geo = ctx
         if any(needs[1:]):
             raise self.unsupported("gradients with respect to weights or bias are not computed")
-        return [correlate(grads[0], w, win, self.group)]
+        g = grads[0]
+        if geo is not None and type(g) is np.ndarray and g.dtype == w.dtype:
+            return [ortk.conv(g, w, None, geo, constant(w))]
+        return [correlate(g, w, win, self.group)]
 
 
 class Dense(Linear):
@@ -328,10 +421,15 @@ class Dense(Linear):
     ``onnxattr.canonize``)."""
 
     def forward(self, x: Array, w: Array, b: Array | None = None) -> tuple:
-        y = x @ w
+        if x.size * w.shape[1] >= ortk.MIN_MACS and on_ort(self, "Dense", x, w, b):
+            return (ortk.dense(x, w, b, constant(w, b)),), w
+        y = (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + w.shape[1:])  # one BLAS call
         if b is not None:
             y += b
         return (y,), w
 
     def vjp(self, ctx: Array, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
-        return [grads[0] @ ctx.T]
+        g, w = grads[0], ctx
+        if g.size * w.shape[0] >= ortk.MIN_MACS and on_ort(self, "Dense", g, w):
+            return [ortk.dense_data_vjp(g, w, constant(w))]
+        return [(g.reshape(-1, g.shape[-1]) @ w.T).reshape(g.shape[:-1] + w.shape[:1])]

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from ..backend import array_module
+from ..kernels.onnxruntime import derived
 from .base import Rule, divide, divide_sum, first_output
 
 if TYPE_CHECKING:
@@ -131,10 +132,11 @@ class LinearModifier:
         fn = self.data_like or self.data
         if fn is not None and not (nonneg and fn is pos):
             out[d] = fn(inputs[d])
+        # modified parameters: made once per parameter and map (the maps compare by value)
         if self.weight is not None:
-            out[wi] = self.weight(inputs[wi])
+            out[wi] = derived(inputs[wi], ("weight", self.weight), self.weight)
         if self.bias is not None and has_bias:
-            out[bi] = self.bias(inputs[bi])
+            out[bi] = derived(inputs[bi], ("bias", self.bias), self.bias)
         return tuple(out)
 
 
@@ -165,6 +167,26 @@ def zeros(a: Array) -> Array:
 
 def ones(a: Array) -> Array:
     return array_module(a).ones_like(a)
+
+
+@dataclass(frozen=True)
+class Shift:
+    """a + gamma * part(a): LRP-gamma's W + gamma W+ (part = pos) or W + gamma W- (neg); a
+    value, so that the weights it makes are cached per (parameter, gamma, part)."""
+
+    gamma: float
+    part: Callable[[Array], Array]
+
+    def __call__(self, a: Array) -> Array:
+        return a + self.gamma * self.part(a)
+
+
+@dataclass(frozen=True)
+class Square:
+    """a * a: the w^2 rule's weights."""
+
+    def __call__(self, a: Array) -> Array:
+        return a * a
 
 
 # ---- the rules --------------------------------------------------------------------------------
@@ -251,14 +273,7 @@ class Gamma(BasicRule):
         self.gamma, self.epsilon = float(gamma), float(epsilon)
 
     def modifiers(self) -> Sequence[Modifier]:
-        g = self.gamma
-
-        def up(a: Array) -> Array:
-            return a + g * pos(a)
-
-        def down(a: Array) -> Array:
-            return a + g * neg(a)
-
+        up, down = Shift(self.gamma, pos), Shift(self.gamma, neg)
         return (
             linear_modifier(data=pos, weight=up, bias=up),
             linear_modifier(data=neg, weight=down, bias=zeros),
@@ -333,7 +348,7 @@ class WSquare(BasicRule):
         self.epsilon = float(epsilon)
 
     def modifiers(self) -> Sequence[Modifier]:
-        return (linear_modifier(data_like=ones, weight=lambda w: w * w, bias=zeros),)
+        return (linear_modifier(data_like=ones, weight=Square(), bias=zeros),)
 
     def mapper(self, r: Array, zs: Sequence[Array]) -> Sequence[Array]:
         return (divide(r, zs[0], self.epsilon),)
