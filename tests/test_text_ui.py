@@ -198,6 +198,16 @@ def test_audit_of_a_text_model_shows_tokens_and_relevance_mass(capsys, tiny, tmp
     assert rc == 2 and "sanity check" in err
 
 
+def test_audit_of_a_text_model_draws_smoothgrad_per_sample(capsys, tiny, tmp_path):
+    """SmoothGrad's noise is drawn per sample index: its indices count the rows of the feeds,
+    not the inputs of the dict."""
+    model, data, vocab, feeds = tiny
+    rc, out, err = run(capsys, "audit", model, "--data", data, "--wrt", "embeddings", "--method", "smoothgrad",
+                       "--heatmaps", "0", "--out", tmp_path / "audit", *FAST)
+    assert rc == 0, err
+    assert "smoothgrad" in json.loads((tmp_path / "audit" / "report.json").read_text())["methods"]
+
+
 # ---- the bundled text transformer -----------------------------------------------------------------
 @pytest.mark.skipif(not BUNDLED.is_file(), reason="models/torch_text_order_op17.onnx (engineer zoo) not on this branch")
 @pytest.mark.parametrize("method", ["gradient", "integrated_gradients"])

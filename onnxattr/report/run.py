@@ -19,6 +19,7 @@ from ..analysis import faithfulness, randomization
 from ..analysis.alignment import input_alignment
 from ..analysis.spectral import high_frequency_share, power_spectrum
 from ..errors import OnnxAttrError, OptionError
+from ..feeds import n_rows
 from ..feeds import rows as feed_rows
 from ..attribution.registry import attribute, lookup, resolve_options
 from ..model import Model
@@ -137,7 +138,7 @@ def run_method(model: Model, x: np.ndarray, targets: np.ndarray, name: str, plan
     """
     bar = bar or Progress(1, stream=False)
     analyses, opts, seed = plan.analyses, plan.options[name], plan.seed
-    idx = np.arange(len(x)) if indices is None else np.asarray(indices, dtype=np.int64)
+    idx = np.arange(n_rows(x) if isinstance(x, dict) else len(x)) if indices is None else np.asarray(indices, dtype=np.int64)
     per_sample = {**opts, "indices": idx} if "indices" in opts and opts["indices"] is None else opts
     if classes is None:
         classes = int(np.prod(model(x).shape[1:]))
