@@ -579,14 +579,7 @@ FIELD_CUT_CASES = [(s, k) for s in SOURCES for k in range(len(_top_level_ends(s.
 REWIRE_CASES = [(s, k) for s in SOURCES for k in range(N_REWIRES)]
 
 
-MATMUL_AT_RUN_TIME = pytest.mark.xfail(
-    strict=True, reason="ops/linear.py: a MatMul of two activations whose run-time shapes do not multiply "
-    "raises numpy's bare ValueError")
-
-
-@pytest.mark.parametrize("source,k", [
-    pytest.param(*p.values, marks=[MATMUL_AT_RUN_TIME], id=p.id) if p.id in ("torch_vit_op17-1", "torch_vit_op17-5") else p
-    for p in params(REWIRE_CASES)])
+@pytest.mark.parametrize("source,k", params(REWIRE_CASES))
 def test_rewired_input(judges, tmp_path, source, k):
     check_case(judges, tmp_path, rewired(source, k), source)
 

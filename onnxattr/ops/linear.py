@@ -237,10 +237,13 @@ class MatMul(Op):
         if a is None or b is None or not a or not b:
             return
         k_a, k_b = a[-1], b[0] if len(b) == 1 else b[-2]
-        if None not in (k_a, k_b) and k_a != k_b:
+        batch = zip(reversed(a[:-2]), reversed(b[:-2]))
+        if (None not in (k_a, k_b) and k_a != k_b) or any(
+                isinstance(m, int) and isinstance(n, int) and 1 not in (m, n) and m != n for m, n in batch):
             raise self.unsupported(f"operands of shapes {list(a)} and {list(b)} do not multiply")
 
     def forward(self, a: Array, b: Array) -> tuple:
+        self.check((a.shape, b.shape))  # shapes computed at run time are known only now
         if self.ort(a, b):
             return (ortk.matmul(a, b, constant(b)),), (a, b)
         return (a @ b,), (a, b)
