@@ -1309,8 +1309,6 @@ def test_hostile_names_in_the_report(cli_judge, hostile):
 
 
 
-@pytest.mark.xfail(strict=True, reason="report/html.py: names are HTML-escaped but not passed through "
-                   "text.escape_text, so a right-to-left override or an ESC from the model reaches the page")
 def test_report_shows_no_control_or_bidi_characters(cli_judge, hostile):
     """What the page shows (its text and its attribute values) holds no control or bidi-override
     characters from the model: a U+202E in a name would reorder what a reader sees."""
