@@ -693,8 +693,6 @@ BASELINE_OVERFLOW = ("an allowed baseline near float32's max (or >= 1e30 on the 
                      "softmax overflows) puts path points / occluded inputs where the model's forward overflows, "
                      "as model(x) would at such x, and the map is NaN without a word; bound baseline's magnitude "
                      "(attribution/options.py Numeric) or refuse a non-finite map in attribute naming the options")
-BOX_SHAPE = ("composites.py/rules: a low=/high= array that does not broadcast to the input raises a bare "
-             "numpy ValueError in ZBox instead of an error naming the option")
 BASELINES = [("deeplift", "baseline"), ("integrated_gradients", "baseline"), ("occlusion", "baseline")]
 KNOWN = {
     **{("cnn", m, o, "3e38"): BASELINE_OVERFLOW for m, o in BASELINES},
@@ -702,7 +700,6 @@ KNOWN = {
     **{(s, "lrp.gamma", "gamma", "3e38"): RULE_OVERFLOW for s in ("cnn", "text")},
     **{("text", m, o, k): BASELINE_OVERFLOW for m, o in BASELINES for k in ("1e30", "2**63", "2**64", "np-uint64-max", "3e38")},
     ("text", "integrated_gradients", "baseline", "arr-int64-big"): BASELINE_OVERFLOW,
-    **{("cnn", "lrp.epsilon_gamma_box", o, k): BOX_SHAPE for o in ("low", "high") for k in ("arr-empty", "arr-5", "arr-x-reversed")},
 }
 
 
