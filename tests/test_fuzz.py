@@ -36,12 +36,13 @@ methods, so that methods and options added later are covered):
   never 3), hostile names in ``inspect``, error lines, report.html and report.json;
 - one internal bug (a kernel made to raise) that must still exit 3.
 Cases that end wrong today in files others own are xfail(strict) with the file and cause
-(``KNOWN``, ``FILES_KNOWN``).
+(``FILES_KNOWN``); allowed option values that overflow float32 must be refused (``OVERFLOWS``).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import select
 import subprocess
@@ -685,22 +686,19 @@ def test_every_method_runs_with_its_defaults(subjects, subject, method):
     assert a.shape == shape and np.isfinite(a).all()
 
 
-#: option values that end wrong today, each for its reason (others' files; strict, so a fix shows)
-RULE_OVERFLOW = ("rules/lrp.py: gamma= (or ZBox's low=/high=) near float32's max is allowed ('finite in float32'), "
-                 "but W + gamma W+ (and the bounds times W+/W-) overflow in float32 and the map is NaN; compute "
-                 "in a scaled form, or bound these options in the registry")
-BASELINE_OVERFLOW = ("an allowed baseline near float32's max (or >= 1e30 on the token model, whose attention "
-                     "softmax overflows) puts path points / occluded inputs where the model's forward overflows, "
-                     "as model(x) would at such x, and the map is NaN without a word; bound baseline's magnitude "
-                     "(attribution/options.py Numeric) or refuse a non-finite map in attribute naming the options")
+#: finite float32 values whose computation overflows float32 (a NaN or all-zero map, once): a
+#: baseline near float32's max (>= 1e30 on the token model, whose attention softmax overflows)
+#: puts path points / occluded inputs where the forward overflows; gamma or ZBox bounds near
+#: float32's max overflow W + gamma W+ and the bounds times W+/W-. The checks bound real
+#: options to |value| <= options.MAX_MAGNITUDE; attribute refuses a non-finite map besides.
 BASELINES = [("deeplift", "baseline"), ("integrated_gradients", "baseline"), ("occlusion", "baseline")]
-KNOWN = {
-    **{("cnn", m, o, "3e38"): BASELINE_OVERFLOW for m, o in BASELINES},
-    **{("cnn", "lrp.epsilon_gamma_box", o, "3e38"): RULE_OVERFLOW for o in ("low", "high", "gamma")},
-    **{(s, "lrp.gamma", "gamma", "3e38"): RULE_OVERFLOW for s in ("cnn", "text")},
-    **{("text", m, o, k): BASELINE_OVERFLOW for m, o in BASELINES for k in ("1e30", "2**63", "2**64", "np-uint64-max", "3e38")},
-    ("text", "integrated_gradients", "baseline", "arr-int64-big"): BASELINE_OVERFLOW,
-}
+OVERFLOWS = [
+    *[("cnn", m, o, "3e38") for m, o in BASELINES],
+    *[("cnn", "lrp.epsilon_gamma_box", o, "3e38") for o in ("low", "high", "gamma")],
+    *[(s, "lrp.gamma", "gamma", "3e38") for s in ("cnn", "text")],
+    *[("text", m, o, k) for m, o in BASELINES for k in ("1e30", "2**63", "2**64", "np-uint64-max", "3e38")],
+    ("text", "integrated_gradients", "baseline", "arr-int64-big"),
+]
 
 
 def option_outcome(model, x, shape, method: str, option: str, key: str, value) -> str | None:
@@ -745,16 +743,55 @@ def test_option_values(subjects, subject, method, option):
     """Every value of ``_values`` for one option of one method (generated from the registry, so
     options added later are covered): refused by its check with an OptionError naming the option
     and its allowed values, or run to a finite map, or refused by the method naming the option."""
-    failures = [f"{key}: {why}" for key, value in _values().items() if (subject, method, option, key) not in KNOWN
+    failures = [f"{key}: {why}" for key, value in _values().items()
                 for why in [option_outcome(*subjects[subject], method, option, key, value)] if why]
     assert not failures, f"{method} {option}:\n" + "\n".join(failures)
 
 
-@pytest.mark.parametrize("subject,method,option,key", [
-    pytest.param(*k, marks=pytest.mark.xfail(strict=True, reason=why), id="-".join(k)) for k, why in KNOWN.items()])
-def test_option_value_known_wrong(subjects, subject, method, option, key):
-    why = option_outcome(*subjects[subject], method, option, key, _values()[key])
-    assert why is None, why
+@pytest.mark.parametrize("subject,method,option,key", [pytest.param(*k, id="-".join(k)) for k in OVERFLOWS])
+def test_option_values_that_overflow_are_refused(subjects, subject, method, option, key):
+    """A value whose computation overflows float32 is refused naming the option and its value,
+    never returned as a NaN (or silently zero) map."""
+    import onnxattr
+    from onnxattr.errors import OptionError
+
+    model, x, _ = subjects[subject]
+    kwargs = {k: v for k, v in SMALL.items() if k in onnxattr.methods()[method]["options"]}
+    kwargs.update(_required(method), **{option: _values()[key]})
+    with pytest.raises(OptionError, match=rf"option {option}=.* at most 1e\+12 in magnitude"):
+        onnxattr.attribute(model, x, 0, method, **kwargs)
+
+
+def _amplifier(scale: float):
+    """y = x W with every weight ``scale`` (4 inputs, 3 classes): finite weights whose products
+    with a moderate input or baseline overflow float32."""
+    import onnxattr
+    import toy
+
+    w = np.full((4, 3), scale, np.float32)
+    return onnxattr.load(toy.model([helper.make_node("Gemm", ["x", "w", "b"], ["y"])], {"w": w, "b": [0.0] * 3}, 4, 3))
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "deeplift", "occlusion"])
+def test_a_map_that_overflows_within_the_bounds_names_the_options(method):
+    """A baseline within the bounds that a model amplifies past float32 (1e9 times weights 1e30):
+    an OptionError naming the method and the options that differ from their defaults."""
+    import onnxattr
+    from onnxattr.errors import OptionError
+
+    with pytest.raises(OptionError, match=rf"^{method} gave a map with \d+ NaN or infinite value\(s\) of 8 with "
+                                          r"option .*baseline=1000000000\.0"), np.errstate(all="ignore"):
+        onnxattr.attribute(_amplifier(1e30), np.ones((2, 4), np.float32), 0, method, baseline=1e9)
+
+
+def test_a_map_that_overflows_at_the_input_names_the_input():
+    """Where the model's own output at the input overflows, the input is named, not an option."""
+    import onnxattr
+    from onnxattr.errors import InputError
+
+    with pytest.raises(InputError, match=r"input_x_gradient gave a map .*output at 'x' is itself not finite"), \
+            np.errstate(all="ignore"):
+        onnxattr.attribute(_amplifier(1e30), np.full((1, 4), 1e9, np.float32), 0, "input_x_gradient")
 
 
 def _upper_bounds() -> list:
