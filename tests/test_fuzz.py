@@ -35,8 +35,7 @@ methods, so that methods and options added later are covered):
 - malformed files through ``python -m onnxattr explain|audit`` (exit 0, or 2 naming the file;
   never 3), hostile names in ``inspect``, error lines, report.html and report.json;
 - one internal bug (a kernel made to raise) that must still exit 3.
-Cases that end wrong today in files others own are xfail(strict) with the file and cause
-(``FILES_KNOWN``); allowed option values that overflow float32 must be refused (``OVERFLOWS``).
+Option values that overflow float32 must be refused (``OVERFLOWS``).
 """
 from __future__ import annotations
 
@@ -1159,12 +1158,6 @@ def bad_files() -> dict[str, tuple[str, bytes]]:
     return files
 
 
-#: file cases that end wrong today (others' files; strict, so a fix shows)
-JOINED = ("inputs.py: a file's array is checked against the model (finite, rank, feature shape) only after "
-          "the files are joined into one batch (Model.check_feeds), so the message says 'x'/'data', not the file")
-FILES_KNOWN = {"nan.npy": JOINED, "rank-1.npy": JOINED, "width-63.npy": JOINED,
-               "image-to-mlp.png": "inputs.py: read_inputs refuses images for a model whose input is not an "
-                                   "image batch without naming the image file"}
 MODELS = {"mlp": ROOT / "tests" / "data" / "oracles" / "mlp.onnx", "cnn": ROOT / "tests" / "data" / "oracles" / "cnn_bn.onnx"}
 ALL_ANALYSES = ("randomization", "class_sensitivity", "deletion", "insertion", "sensitivity_n", "alignment", "spectrum")
 
@@ -1196,16 +1189,7 @@ def check_file(judge: Judge, tmp_path: Path, name: str, model: str, data: bytes,
         assert name in err, f"the message does not name the file: {err}"
 
 
-#: the audit reads its samples one by one (the same path as a cluster run), so it names the file
-AUDIT_NAMES_THE_FILE = {"nan.npy"}
-
-
-def file_cases(known: dict[str, str]) -> list:
-    return [pytest.param(n, m, d, marks=[pytest.mark.xfail(strict=True, reason=known[n])] if n in known else [], id=n)
-            for n, (m, d) in bad_files().items()]
-
-
-FILE_CASES = file_cases(FILES_KNOWN)
+FILE_CASES = [pytest.param(n, m, d, id=n) for n, (m, d) in bad_files().items()]
 
 
 @pytest.mark.parametrize("name,model,data", FILE_CASES)
@@ -1213,9 +1197,7 @@ def test_bad_file_explain(cli_judge, tmp_path, name, model, data):
     check_file(cli_judge, tmp_path, name, model, data, "explain")
 
 
-@pytest.mark.parametrize("name,model,data", [
-    p for p in file_cases({k: v for k, v in FILES_KNOWN.items() if k not in AUDIT_NAMES_THE_FILE})
-    if not p.id.startswith(("cut-", "flip-"))])
+@pytest.mark.parametrize("name,model,data", [p for p in FILE_CASES if not p.id.startswith(("cut-", "flip-"))])
 def test_bad_file_audit(cli_judge, tmp_path, name, model, data):
     check_file(cli_judge, tmp_path, name, model, data, "audit")
 

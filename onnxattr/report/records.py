@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import OptionError
 from ..cluster.sources import ImageOptions, Part, SampleReader, sample_shape, scan
 from ..cluster.worker import all_failed, compute
-from ..inputs import load_vocab, read_feed_data, sample_indices, takes_feeds
+from ..inputs import check_file_shape, fed_input, load_vocab, read_feed_data, refuse_images, sample_indices, takes_feeds
 from ..layout import check_layout
 from ..model import Model, load
 from .gates import Gate
@@ -76,6 +76,7 @@ class AuditJob:
     def of(cls, model: Model, source: str | None, plan: AuditPlan, data: Any, target: Any, layout: str | None,
            resize: tuple[int, int] | None, mean: Sequence[float], std: Sequence[float], started: float) -> "AuditJob":
         parts = scan(data)
+        check_files(model, parts)
         n_total = parts[-1].start + parts[-1].count
         chosen = sample_indices(n_total, plan.sample, plan.seed)
         shape_in = model.input_shape
@@ -134,6 +135,17 @@ class AuditJob:
         report = assemble(self.model, self.source, x, self.plan, results, data, self.started, int(ok[0]["classes"]))
         report.failed = [{"index": int(r["index"]), "reason": r["failed"]} for r in records if "failed" in r]
         return report
+
+
+def check_files(model: Model, parts: Sequence[Part]) -> None:
+    """InputError naming the file where a whole file cannot fit the model's input: an image for
+    a model that does not take images, a batch of the wrong rank or feature shape (what a
+    sample holds is checked as it is read, naming the sample)."""
+    fed = fed_input(model)
+    refuse_images([p.source for p in parts if p.kind == "image"], fed)
+    for p in parts:
+        if p.kind in ("npy", "npz") and p.shape is not None:
+            check_file_shape(p.source, p.shape, fed)
 
 
 def given_targets(model: Model, target: Any, n_total: int, picked: np.ndarray, n: int) -> np.ndarray | None:
