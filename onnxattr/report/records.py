@@ -232,8 +232,9 @@ def audit(
         randomization_threshold, class_threshold: the sanity checks' thresholds.
         device, input_name, output_name, wrt: as in :func:`onnxattr.load`, where a path is given.
             A model fed a dict (token ids, ``wrt=``) reads its data as feeds (an ``.npz`` with one
-            array per graph input, optional ``target`` and ``relevant``), runs on the local engine,
-            and is audited without the two sanity checks (not run on such models yet).
+            array per graph input, optional ``target`` and ``relevant``) and runs on the local
+            engine; its sanity checks randomize and compare the maps at the ``wrt`` tensor (class
+            sensitivity is left out for a (batch, position, class) output).
         vocab: for a text model: a ``tokenizer.json`` or a file of one token per line, to show
             tokens instead of ids.
         engine: "local" (this process) or "ray" (a Ray cluster: ``pip install 'onnxattr[ray]'``;
@@ -299,8 +300,9 @@ def _audit_feeds(model: Model, source: str | None, data: Any, plan: AuditPlan, t
     tokens = None if vocab is None else load_vocab(vocab)
     text, sources, n_total, picked = read_feed_data(data, model, plan.sample, seed)
     x, n = model.check_feeds(text.feeds, "data"), len(picked)
-    plan = _without_sanity_checks(plan)
     out = model(x)
+    if out.ndim == 3:
+        plan = _without_class_sensitivity(plan)
     predicted = model.resolve_target(None, out, x)
     if target is None and text.target is not None:  # the data's own targets, sampled with it
         given = model.check_target(text.target, n)
@@ -311,7 +313,7 @@ def _audit_feeds(model: Model, source: str | None, data: Any, plan: AuditPlan, t
     results: dict[str, MethodResult] = {}
     try:
         for name in plan.methods:
-            results[name] = run_method(model, x, targets, name, plan, None, int(np.prod(out.shape[1:])), bar)
+            results[name] = run_method(model, x, targets, name, plan, None, int(np.prod(out.shape[1:])), bar, picked)
     finally:
         bar.close()
     data_section = {
@@ -325,12 +327,12 @@ def _audit_feeds(model: Model, source: str | None, data: Any, plan: AuditPlan, t
     return assemble(model, source, x, plan, results, data_section, started)
 
 
-def _without_sanity_checks(plan: AuditPlan) -> AuditPlan:
-    """``plan`` for a model fed a dict (text): the randomization and class-sensitivity checks do
-    not run on those yet, so they are left out, and a gate that needs them is refused."""
-    skipped = ("randomization", "class_sensitivity")
+def _without_class_sensitivity(plan: AuditPlan) -> AuditPlan:
+    """``plan`` for a model whose output is (batch, position, class) (a language model): class
+    sensitivity compares the classes of one output, so it is left out, and a gate that needs it
+    is refused."""
     for g in plan.gates:
-        if any(a in skipped for a in g.analyses):
-            raise OptionError(f"gate {g.text!r} needs a sanity check, which does not run yet on a model fed "
-                              f"several inputs or attributed at a wrt tensor")
-    return dataclasses.replace(plan, analyses=tuple(a for a in plan.analyses if a not in skipped))
+        if "class_sensitivity" in g.analyses:
+            raise OptionError(f"gate {g.text!r} needs class sensitivity, which does not apply to an output of "
+                              "shape (batch, position, class)")
+    return dataclasses.replace(plan, analyses=tuple(a for a in plan.analyses if a != "class_sensitivity"))
