@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import numpy as np
+
 from .errors import OptionError
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, ZBox, ZPlus  # noqa: F401
 from .rules import AttentionOp, Constant, GradientForm, Identity, LayerNormIdentity, RMSNormIdentity, Uniform
@@ -201,6 +203,8 @@ class Composite:
                             f"composite {self.name!r} puts {rule!r} on node {node.name!r} ({node.op_type}, "
                             f"kind {node.kind!r}) through {selector!r}; that rule applies to "
                             f"{' or '.join(rule.kinds)} layers only")
+                    if isinstance(rule, ZBox):
+                        _check_box(rule, node, graph)
                     out[node.name] = rule
                     break
         return out
@@ -216,6 +220,26 @@ class Composite:
             lines += [f"  {s!r:<28} -> {r!r}" for s, r in self._base]
         lines.append("  (any other node)            -> gradient")
         return "\n".join(lines)
+
+
+def _broadcasts(bound: tuple[int, ...], data: tuple[int | None, ...]) -> bool:
+    """Whether an array of shape ``bound`` broadcasts to ``data`` (numpy's rule; a dimension
+    unknown until run time takes any size)."""
+    return len(bound) <= len(data) and all(b == 1 or d is None or b == d for b, d in zip(bound[::-1], data[::-1]))
+
+
+def _check_box(rule: ZBox, node: Node, graph: LayerGraph) -> None:
+    """OptionError, naming the option and the shapes, where ZBox's ``low``/``high`` does not
+    broadcast to the input of the node it bounds (numpy would raise a bare ValueError in the
+    backward pass)."""
+    data = graph.shapes.get(node.inputs[0])
+    if data is None:
+        return
+    for option, value in (("low", rule.low), ("high", rule.high)):
+        if not _broadcasts(tuple(np.shape(value)), tuple(data)):
+            raise OptionError(f"option {option}= of shape {np.shape(value)} does not broadcast to {node.inputs[0]!r} "
+                              f"of shape {tuple(data)}, the input of node {node.name!r} that z^B bounds; give a "
+                              "number or an array broadcastable to it")
 
 
 CONV = OpType("Conv", "ConvTranspose")

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
+from .feeds import check_array, show
 from .layout import check_layout
 
 if TYPE_CHECKING:
+    from .graph import TensorInfo
     from .model import Model
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -102,10 +104,14 @@ def image_geometry(input_shape: Sequence[int | None] | None, layout: str | None 
 
 def load_batch(paths: Sequence[str | os.PathLike], input_shape: Sequence[int | None] | None,
                layout: str | None = None, size: tuple[int, int] | None = None,
-               mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> np.ndarray:
+               mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,),
+               fed: TensorInfo | None = None) -> np.ndarray:
     """A float32 batch from image files (one sample each) and/or array files (a batch each).
 
     Images are resized to ``size``, or to the model's spatial input size where it is fixed.
+    Given the graph input ``fed`` (a float input), each file's array is checked against it
+    (rank, feature shape, finite values) before the files are joined, so that an InputError
+    names the file, not the joined batch.
     """
     parts, names = [], []
     for p in paths:
@@ -118,6 +124,8 @@ def load_batch(paths: Sequence[str | os.PathLike], input_shape: Sequence[int | N
             parts.append(load_image(p, want, mean, std, lay, channels)[None])
         else:
             raise InputError(f"{p}: unknown input type {suffix!r}; give .npy, .npz or an image ({', '.join(IMAGE_SUFFIXES)})")
+        if fed is not None and fed.dtype.kind == "f":
+            check_array(parts[-1], fed, str(p))
     if not parts:
         raise InputError("no input files given")
     for name, part in zip(names, parts):
@@ -159,12 +167,39 @@ def read_inputs(paths: Sequence[str | os.PathLike], model: Model, layout: str | 
     the graph input ``model`` reads (also where it is attributed at a layer inside, ``wrt=``);
     InputError where images are given to a model whose input is not an image batch."""
     files = data_files(paths)
-    fed = next(i for i in model.inputs if i.name == model.graph.needed()[0])  # the graph input read
-    shape = fed.shape
-    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in files) and shape is not None and len(shape) != 4:
-        raise InputError(f"input {fed.name!r} has shape {tuple(shape)}, not an image batch; "
-                         f"give .npy/.npz arrays instead of images")
-    return load_batch([str(f) for f in files], shape, layout, resize, mean, std)
+    fed = fed_input(model)
+    refuse_images(files, fed)
+    return load_batch([str(f) for f in files], fed.shape, layout, resize, mean, std, fed)
+
+
+def fed_input(model: Model) -> TensorInfo:
+    """The graph input that ``model`` reads its batch from (also where it is attributed at a
+    tensor inside the graph, ``wrt=``)."""
+    return next(i for i in model.inputs if i.name == model.graph.needed()[0])
+
+
+def refuse_images(files: Sequence[str | os.PathLike], fed: TensorInfo) -> None:
+    """InputError naming the first image among ``files`` where ``fed`` is not an image batch."""
+    image = next((f for f in files if pathlib.Path(f).suffix.lower() in IMAGE_SUFFIXES), None)
+    if image is not None and fed.shape is not None and len(fed.shape) != 4:
+        raise InputError(f"{image}: an image, but input {fed.name!r} has shape {show(fed.shape)}, not an image "
+                         "batch; give .npy/.npz arrays instead of images")
+
+
+def check_file_shape(name: str, shape: Sequence[int], fed: TensorInfo) -> None:
+    """InputError naming the file ``name`` where a batch of ``shape`` does not fit the graph
+    input ``fed``: its rank, or a fixed dimension after the batch's (its values are checked as
+    each sample is read)."""
+    want = fed.shape
+    if want is None:
+        return
+    if len(shape) != len(want):
+        raise InputError(f"{name}: holds shape {tuple(shape)} ({len(shape)} dims); input {fed.name!r} "
+                         f"expects {len(want)} dims {show(want)}")
+    for i, (got, need) in enumerate(zip(shape[1:], want[1:]), start=1):
+        if isinstance(need, int) and need > 0 and got != need:
+            raise InputError(f"{name}: holds shape {tuple(shape)}; input {fed.name!r} expects {show(want)} "
+                             f"(dimension {i} is {got}, not {need})")
 
 
 def read_data(data: Any, model: Model, sample: int | None, seed: int, layout: str | None,

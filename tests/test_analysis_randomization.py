@@ -1,6 +1,8 @@
 """Sanity checks (model randomization, class sensitivity) and the similarity measures they use."""
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 import toy
@@ -226,3 +228,49 @@ def test_class_sensitivity_is_undefined_where_a_map_is_constant():
     assert "constant maps" in r.gates[0].detail
     defined = class_sensitivity(onnxattr.load(toy.linear(12, 4, seed=4)), x, method="gradient")
     assert defined.undefined == [""] * 3 and np.isfinite(defined.spearman_least).all()
+
+
+# ---- a text model fed a dict, attributed at its token embeddings --------------------------------
+BUNDLED = pathlib.Path(__file__).resolve().parent.parent / "models" / "torch_text_order_op17.onnx"
+
+
+@pytest.fixture(scope="module")
+def text_order():
+    model = onnxattr.load(BUNDLED, wrt="embeddings")
+    ref = np.load(BUNDLED.with_suffix(".npz"))
+    return model, {"input_ids": ref["input_ids"], "attention_mask": ref["attention_mask"]}, ref["target"]
+
+
+def test_sanity_checks_take_the_feeds_of_a_text_model(text_order):
+    """Randomization and class sensitivity on the bundled transformer's feeds (wrt="embeddings"):
+    one row per sequence, maps at the (B, T, H) embeddings, and the trained model's gradient map
+    changes when its weights or the class change."""
+    model, feeds, target = text_order
+    n = len(target)
+    r = randomization_test(model, feeds, target, "gradient", keep_maps=True)
+    emb = model.at_wrt(model.check_feeds(feeds))[model.input_name]
+    assert r.original.shape == emb.shape and r.maps.shape == (len(r.layers), *emb.shape)
+    assert r.spearman.shape == (len(r.layers), n) and np.abs(r.spearman[-1]).mean() < 0.5
+    np.testing.assert_allclose(r.original, onnxattr.attribute(model, feeds, target, "gradient"))
+    c = class_sensitivity(model, feeds, "gradient")
+    assert c.predicted.shape == (n,) and np.nanmean(c.spearman_least) < 0.9
+
+
+def test_audit_of_a_text_model_runs_the_sanity_checks(text_order):
+    """The audit of a model fed feeds (text, wrt=) runs both sanity checks and gates on them."""
+    report = onnxattr.audit(BUNDLED, BUNDLED.with_suffix(".npz"), wrt="embeddings", methods=["gradient"],
+                            gates=["randomization", "class_sensitivity"], progress=False, sample=4,
+                            analyses=("randomization", "class_sensitivity"))
+    g = report.methods["gradient"]
+    assert set(g.checks) == {"randomization", "class_sensitivity"}
+    assert g.randomization.spearman.shape[1] == 4 and g.class_sensitivity.predicted.shape == (4,)
+    assert [o.gate for o in report.gates] == ["randomization", "class_sensitivity"]
+
+
+def test_class_sensitivity_refuses_a_language_model_output():
+    """A (batch, position, class) output has classes per position: refused, naming the output."""
+    import textmodels
+
+    model = onnxattr.load(textmodels.text_model(lm=True), wrt="embeddings")
+    with pytest.raises(InputError, match=r"class_sensitivity .* has shape \(batch, position, class\)"):
+        class_sensitivity(model, textmodels.batch(2), "gradient")

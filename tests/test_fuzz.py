@@ -35,13 +35,13 @@ methods, so that methods and options added later are covered):
 - malformed files through ``python -m onnxattr explain|audit`` (exit 0, or 2 naming the file;
   never 3), hostile names in ``inspect``, error lines, report.html and report.json;
 - one internal bug (a kernel made to raise) that must still exit 3.
-Cases that end wrong today in files others own are xfail(strict) with the file and cause
-(``KNOWN``, ``FILES_KNOWN``).
+Option values that overflow float32 must be refused (``OVERFLOWS``).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import select
 import subprocess
@@ -678,25 +678,19 @@ def test_every_method_runs_with_its_defaults(subjects, subject, method):
     assert a.shape == shape and np.isfinite(a).all()
 
 
-#: option values that end wrong today, each for its reason (others' files; strict, so a fix shows)
-RULE_OVERFLOW = ("rules/lrp.py: gamma= (or ZBox's low=/high=) near float32's max is allowed ('finite in float32'), "
-                 "but W + gamma W+ (and the bounds times W+/W-) overflow in float32 and the map is NaN; compute "
-                 "in a scaled form, or bound these options in the registry")
-BASELINE_OVERFLOW = ("an allowed baseline near float32's max (or >= 1e30 on the token model, whose attention "
-                     "softmax overflows) puts path points / occluded inputs where the model's forward overflows, "
-                     "as model(x) would at such x, and the map is NaN without a word; bound baseline's magnitude "
-                     "(attribution/options.py Numeric) or refuse a non-finite map in attribute naming the options")
-BOX_SHAPE = ("composites.py/rules: a low=/high= array that does not broadcast to the input raises a bare "
-             "numpy ValueError in ZBox instead of an error naming the option")
+#: finite float32 values whose computation overflows float32 (a NaN or all-zero map, once): a
+#: baseline near float32's max (>= 1e30 on the token model, whose attention softmax overflows)
+#: puts path points / occluded inputs where the forward overflows; gamma or ZBox bounds near
+#: float32's max overflow W + gamma W+ and the bounds times W+/W-. The checks bound real
+#: options to |value| <= options.MAX_MAGNITUDE; attribute refuses a non-finite map besides.
 BASELINES = [("deeplift", "baseline"), ("integrated_gradients", "baseline"), ("occlusion", "baseline")]
-KNOWN = {
-    **{("cnn", m, o, "3e38"): BASELINE_OVERFLOW for m, o in BASELINES},
-    **{("cnn", "lrp.epsilon_gamma_box", o, "3e38"): RULE_OVERFLOW for o in ("low", "high", "gamma")},
-    **{(s, "lrp.gamma", "gamma", "3e38"): RULE_OVERFLOW for s in ("cnn", "text")},
-    **{("text", m, o, k): BASELINE_OVERFLOW for m, o in BASELINES for k in ("1e30", "2**63", "2**64", "np-uint64-max", "3e38")},
-    ("text", "integrated_gradients", "baseline", "arr-int64-big"): BASELINE_OVERFLOW,
-    **{("cnn", "lrp.epsilon_gamma_box", o, k): BOX_SHAPE for o in ("low", "high") for k in ("arr-empty", "arr-5", "arr-x-reversed")},
-}
+OVERFLOWS = [
+    *[("cnn", m, o, "3e38") for m, o in BASELINES],
+    *[("cnn", "lrp.epsilon_gamma_box", o, "3e38") for o in ("low", "high", "gamma")],
+    *[(s, "lrp.gamma", "gamma", "3e38") for s in ("cnn", "text")],
+    *[("text", m, o, k) for m, o in BASELINES for k in ("1e30", "2**63", "2**64", "np-uint64-max", "3e38")],
+    ("text", "integrated_gradients", "baseline", "arr-int64-big"),
+]
 
 
 def option_outcome(model, x, shape, method: str, option: str, key: str, value) -> str | None:
@@ -741,16 +735,55 @@ def test_option_values(subjects, subject, method, option):
     """Every value of ``_values`` for one option of one method (generated from the registry, so
     options added later are covered): refused by its check with an OptionError naming the option
     and its allowed values, or run to a finite map, or refused by the method naming the option."""
-    failures = [f"{key}: {why}" for key, value in _values().items() if (subject, method, option, key) not in KNOWN
+    failures = [f"{key}: {why}" for key, value in _values().items()
                 for why in [option_outcome(*subjects[subject], method, option, key, value)] if why]
     assert not failures, f"{method} {option}:\n" + "\n".join(failures)
 
 
-@pytest.mark.parametrize("subject,method,option,key", [
-    pytest.param(*k, marks=pytest.mark.xfail(strict=True, reason=why), id="-".join(k)) for k, why in KNOWN.items()])
-def test_option_value_known_wrong(subjects, subject, method, option, key):
-    why = option_outcome(*subjects[subject], method, option, key, _values()[key])
-    assert why is None, why
+@pytest.mark.parametrize("subject,method,option,key", [pytest.param(*k, id="-".join(k)) for k in OVERFLOWS])
+def test_option_values_that_overflow_are_refused(subjects, subject, method, option, key):
+    """A value whose computation overflows float32 is refused naming the option and its value,
+    never returned as a NaN (or silently zero) map."""
+    import onnxattr
+    from onnxattr.errors import OptionError
+
+    model, x, _ = subjects[subject]
+    kwargs = {k: v for k, v in SMALL.items() if k in onnxattr.methods()[method]["options"]}
+    kwargs.update(_required(method), **{option: _values()[key]})
+    with pytest.raises(OptionError, match=rf"option {option}=.* at most 1e\+12 in magnitude"):
+        onnxattr.attribute(model, x, 0, method, **kwargs)
+
+
+def _amplifier(scale: float):
+    """y = x W with every weight ``scale`` (4 inputs, 3 classes): finite weights whose products
+    with a moderate input or baseline overflow float32."""
+    import onnxattr
+    import toy
+
+    w = np.full((4, 3), scale, np.float32)
+    return onnxattr.load(toy.model([helper.make_node("Gemm", ["x", "w", "b"], ["y"])], {"w": w, "b": [0.0] * 3}, 4, 3))
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "deeplift", "occlusion"])
+def test_a_map_that_overflows_within_the_bounds_names_the_options(method):
+    """A baseline within the bounds that a model amplifies past float32 (1e9 times weights 1e30):
+    an OptionError naming the method and the options that differ from their defaults."""
+    import onnxattr
+    from onnxattr.errors import OptionError
+
+    with pytest.raises(OptionError, match=rf"^{method} gave a map with \d+ NaN or infinite value\(s\) of 8 with "
+                                          r"option .*baseline=1000000000\.0"), np.errstate(all="ignore"):
+        onnxattr.attribute(_amplifier(1e30), np.ones((2, 4), np.float32), 0, method, baseline=1e9)
+
+
+def test_a_map_that_overflows_at_the_input_names_the_input():
+    """Where the model's own output at the input overflows, the input is named, not an option."""
+    import onnxattr
+    from onnxattr.errors import InputError
+
+    with pytest.raises(InputError, match=r"input_x_gradient gave a map .*output at 'x' is itself not finite"), \
+            np.errstate(all="ignore"):
+        onnxattr.attribute(_amplifier(1e30), np.full((1, 4), 1e9, np.float32), 0, "input_x_gradient")
 
 
 def _upper_bounds() -> list:
@@ -1118,12 +1151,6 @@ def bad_files() -> dict[str, tuple[str, bytes]]:
     return files
 
 
-#: file cases that end wrong today (others' files; strict, so a fix shows)
-JOINED = ("inputs.py: a file's array is checked against the model (finite, rank, feature shape) only after "
-          "the files are joined into one batch (Model.check_feeds), so the message says 'x'/'data', not the file")
-FILES_KNOWN = {"nan.npy": JOINED, "rank-1.npy": JOINED, "width-63.npy": JOINED,
-               "image-to-mlp.png": "inputs.py: read_inputs refuses images for a model whose input is not an "
-                                   "image batch without naming the image file"}
 MODELS = {"mlp": ROOT / "tests" / "data" / "oracles" / "mlp.onnx", "cnn": ROOT / "tests" / "data" / "oracles" / "cnn_bn.onnx"}
 ALL_ANALYSES = ("randomization", "class_sensitivity", "deletion", "insertion", "sensitivity_n", "alignment", "spectrum")
 
@@ -1155,16 +1182,7 @@ def check_file(judge: Judge, tmp_path: Path, name: str, model: str, data: bytes,
         assert name in err, f"the message does not name the file: {err}"
 
 
-#: the audit reads its samples one by one (the same path as a cluster run), so it names the file
-AUDIT_NAMES_THE_FILE = {"nan.npy"}
-
-
-def file_cases(known: dict[str, str]) -> list:
-    return [pytest.param(n, m, d, marks=[pytest.mark.xfail(strict=True, reason=known[n])] if n in known else [], id=n)
-            for n, (m, d) in bad_files().items()]
-
-
-FILE_CASES = file_cases(FILES_KNOWN)
+FILE_CASES = [pytest.param(n, m, d, id=n) for n, (m, d) in bad_files().items()]
 
 
 @pytest.mark.parametrize("name,model,data", FILE_CASES)
@@ -1172,9 +1190,7 @@ def test_bad_file_explain(cli_judge, tmp_path, name, model, data):
     check_file(cli_judge, tmp_path, name, model, data, "explain")
 
 
-@pytest.mark.parametrize("name,model,data", [
-    p for p in file_cases({k: v for k, v in FILES_KNOWN.items() if k not in AUDIT_NAMES_THE_FILE})
-    if not p.id.startswith(("cut-", "flip-"))])
+@pytest.mark.parametrize("name,model,data", [p for p in FILE_CASES if not p.id.startswith(("cut-", "flip-"))])
 def test_bad_file_audit(cli_judge, tmp_path, name, model, data):
     check_file(cli_judge, tmp_path, name, model, data, "audit")
 
@@ -1302,8 +1318,6 @@ def test_hostile_names_in_the_report(cli_judge, hostile):
 
 
 
-@pytest.mark.xfail(strict=True, reason="report/html.py: names are HTML-escaped but not passed through "
-                   "text.escape_text, so a right-to-left override or an ESC from the model reaches the page")
 def test_report_shows_no_control_or_bidi_characters(cli_judge, hostile):
     """What the page shows (its text and its attribute values) holds no control or bidi-override
     characters from the model: a U+202E in a name would reorder what a reader sees."""

@@ -403,3 +403,20 @@ def test_every_report_module_imports_first_and_as_a_name(name):
 
 def test_analyses_list_is_complete():
     assert {METRICS[k][0] for k in METRICS} <= set(ANALYSES)
+
+
+def test_page_shows_the_engine_and_the_failed_samples(cnn_report):
+    """engine, workers, retried batches and each failed sample (index and reason) are on the page
+    as in report.json; a reason's control and bidi characters are shown as escapes."""
+    from dataclasses import replace
+
+    from onnxattr.report.html import render_html
+
+    r, _ = cnn_report
+    page = render_html(replace(r, engine="ray", workers=3, retried_batches=2,
+                               failed=[{"index": 7, "reason": "worker died \u202e<b>\x1b"}]))
+    assert "engine ray &middot; 3 worker(s) &middot; 2 batch(es) retried" in page
+    assert "1 sample(s) failed" in page and "<li>#7: worker died \\u202e&lt;b&gt;\\x1b</li>" in page
+    assert "\u202e" not in page and "\x1b" not in page
+    plain = render_html(r)
+    assert "engine local &middot; 1 worker(s)</p>" in plain and "failed and were left out" not in plain

@@ -5,7 +5,9 @@ the map change when the model's weights or the explained class change?
 - :func:`class_sensitivity`: similarity between the maps of the predicted class and of others.
 
 The loaded model is never changed: randomization works on a shallow copy of the Model whose
-``params`` is a new dict, in which the randomized tensors are new arrays.
+``params`` is a new dict, in which the randomized tensors are new arrays. ``x`` is what
+:func:`onnxattr.attribute` takes: one array, or a dict {input name: array} (a text model, a
+model attributed at a ``wrt`` tensor, whose maps have that tensor's shape).
 
 How maps are compared (per sample): a 4-D image batch (layout told or inferred) is reduced to
 2-D maps, the signed one sum_c R and the absolute one sum_c |R| (Adebayo et al.'s "no abs" and
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from .. import backend
 from ..errors import InputError, OptionError
+from ..feeds import n_rows
 from ..layout import channel_axis, check_layout
 from ..attribution.registry import attribute
 from .faithfulness import flat
@@ -107,7 +110,7 @@ def compare(reference: np.ndarray, other: np.ndarray,
     return spearman(s0, s1), spearman(a0, a1), ssim(minmax(a0), minmax(a1))
 
 
-def randomization_test(model: Model, x: np.ndarray, target: Any = None, method: str = "gradient",
+def randomization_test(model: Model, x: np.ndarray | Mapping[str, np.ndarray], target: Any = None, method: str = "gradient",
                        mode: str = "cascading", seed: int = 0, layout: str | None = None,
                        keep_maps: bool = False, **options: Any) -> Randomization:
     """Model-parameter randomization test (Adebayo et al. 2018, "Sanity checks for saliency maps").
@@ -133,8 +136,8 @@ def randomization_test(model: Model, x: np.ndarray, target: Any = None, method: 
     """
     if mode not in MODES:
         raise OptionError(f"unknown mode {mode!r}; choose one of {MODES}")
-    x = model.check_input(x)
-    t = model.check_target(target, x.shape[0])
+    x = model.check_feeds(x)
+    t = model.check_target(target, n_rows(x))
     if t is None:
         t = model.resolve_target(None, model(x))
     original = attribute(model, x, target=t, method=method, **options)
@@ -192,7 +195,7 @@ def _rank_correlation(ref: np.ndarray, ref_flat: np.ndarray, other: np.ndarray,
     return out, reasons
 
 
-def class_sensitivity(model: Model, x: np.ndarray, method: str = "gradient", n_classes: int | None = None,
+def class_sensitivity(model: Model, x: np.ndarray | Mapping[str, np.ndarray], method: str = "gradient", n_classes: int | None = None,
                       seed: int = 0, **options: Any) -> ClassSensitivity:
     """Class sensitivity (Adebayo et al. 2018; Nie et al. 2018): is the map of the predicted class
     different from the maps of other classes? A method that reconstructs the input (Guided
@@ -210,8 +213,12 @@ def class_sensitivity(model: Model, x: np.ndarray, method: str = "gradient", n_c
     Returns:
         :class:`ClassSensitivity`.
     """
-    x = model.check_input(x)
-    logits = model(x).reshape(x.shape[0], -1)
+    x = model.check_feeds(x)
+    out = model(x)
+    if out.ndim == 3:
+        raise InputError(f"class_sensitivity compares the maps of one output's classes; {model.output_name!r} has "
+                         f"shape (batch, position, class) {out.shape}, whose classes differ per position")
+    logits = out.reshape(n_rows(x), -1)
     classes = logits.shape[1]
     if classes < 2:
         raise InputError(f"class_sensitivity needs an output with at least 2 classes; "

@@ -5,6 +5,10 @@ of its type and range. :func:`onnxattr.attribution.registry.resolve_options` run
 every option of every method before anything runs, so that a NaN, infinite, negative, huge or
 wrongly typed value is an :class:`~onnxattr.errors.OptionError` that names the option and the
 allowed values, never a NaN map, a zero map, a bare TypeError or an allocation of gigabytes.
+Real values are bounded in magnitude (``MAX_MAGNITUDE``), not only finite: a value near
+float32's max passes a finiteness check yet overflows the forward or a rule's sums. What still
+overflows within the bounds (a model that amplifies) is refused by ``attribute`` when the map
+holds NaN or inf (``registry.check_finite``).
 Checks that need the input (a baseline's shape, a window against the input's shape, a token id
 against the vocabulary) are made where the input is known, by the method.
 """
@@ -22,8 +26,17 @@ from ..errors import OptionError
 MAX_STEPS = 10_000
 #: the largest batch_size a method may be given
 MAX_BATCH = 65_536
-#: numbers must stay finite in float32, the type the computation runs in
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: the largest |value| of a real option or a baseline/bound. The computation runs in float32
+#: (largest 3.4e38), and a value can enter it squared or cubed (a variance in a LayerNorm; q.k
+#: in attention, whose gradient carries a third factor; gamma W+ x in a rule; a bound times W+
+#: in z^B), summed over thousands of terms: at 3e38 (gamma, bounds) or 1e30 (a baseline on a
+#: small transformer) the forward or the rule's sums overflow and the map is NaN or silently
+#: zero; at 1e15 the bundled test transformer's IG map already reaches 7e36. 1e12 leaves that
+#: map at about 1e28, and real inputs (pixels, normalised features, embeddings, raw tabular
+#: values) are far below it.
+MAX_MAGNITUDE = 1e12
+#: how the bound reads in the allowed values
+FINITE = f"finite in float32 and at most {MAX_MAGNITUDE:g} in magnitude"
 
 
 class Check:
@@ -75,11 +88,11 @@ class Real(Check):
     high: float | None = None
 
     def ok(self, v: Any) -> bool:
-        return (_is_real(v) and abs(float(v)) <= FLOAT32_MAX and (self.low is None or v >= self.low)
+        return (_is_real(v) and abs(float(v)) <= MAX_MAGNITUDE and (self.low is None or v >= self.low)
                 and (self.high is None or v <= self.high))
 
     def describe(self) -> str:
-        return f"a number in {_span(self.low, self.high)}, finite in float32"
+        return f"a number in {_span(self.low, self.high)}, {FINITE}"
 
 
 @dataclass(frozen=True)
@@ -106,16 +119,16 @@ class Numeric(Check):
         if v is None:
             return self.none
         if _is_real(v):
-            return abs(float(v)) <= FLOAT32_MAX
+            return abs(float(v)) <= MAX_MAGNITUDE
         if isinstance(v, np.ma.MaskedArray):
             return False
         host = v.get() if is_device_array(v) else v  # not hasattr(v, "get"): a dict has one too
         if not isinstance(host, np.ndarray) or host.dtype.kind not in "iuf":
             return False
-        return bool(host.size == 0 or np.abs(host.astype(np.float64)).max() <= FLOAT32_MAX)
+        return bool(host.size == 0 or np.abs(host.astype(np.float64)).max() <= MAX_MAGNITUDE)
 
     def describe(self) -> str:
-        return ("a number or a NumPy array of numbers (not masked), finite in float32"
+        return (f"a number or a NumPy array of numbers (not masked), {FINITE}"
                 + (" or None" if self.none else ""))
 
 

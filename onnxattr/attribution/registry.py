@@ -11,7 +11,10 @@ the options it returns the :class:`~onnxattr.plan.Plan` (rules, seed, times_inpu
 analyses can follow its relevance through every layer (:func:`plan_of`, then
 ``Model.propagate(..., fetch=...)``).
 ``attribute`` checks the method name, the options, the input and the target before anything
-runs, calls the method, and returns the map on the host with the input's shape.
+runs, calls the method, and returns the map on the host with the input's shape. A map with a
+NaN or an infinity is refused (:func:`check_finite`): option values that each pass their check
+(a baseline or a ZBox bound near float32's max, a huge gamma) can still put the forward or the
+rule's sums past float32's range, and a NaN map must not pass for an explanation.
 """
 from __future__ import annotations
 
@@ -148,7 +151,46 @@ def attribute(model: Model, x: Any, target: Any = None, method: str = "gradient"
     a = m.fn(model, feeds, t, **opts)
     out = backend.to_host(a).astype(np.float32, copy=False)
     assert out.shape == x0.shape, f"{method} returned shape {out.shape} for {model.input_name!r} {x0.shape}"
+    check_finite(model, feeds, m, opts, out)
     return out
+
+
+def _shown(v: Any) -> str:
+    """An option value in an error message: a number as is, an array by its shape and largest |value|."""
+    if np.ndim(v) == 0 and not isinstance(v, (str, bytes)):
+        return repr(v.item() if hasattr(v, "item") else v)
+    try:
+        a = np.abs(np.asarray(backend.to_host(v), dtype=np.float64))
+        return f"array of shape {a.shape}" + (f" (largest |value| {a.max():g})" if a.size else "")
+    except (TypeError, ValueError):
+        return type(v).__name__
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    try:
+        return bool(np.ndim(value) == 0 and value == default)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_finite(model: Model, feeds: Mapping[str, Any], method: Method, opts: Mapping[str, Any], out: np.ndarray) -> None:
+    """Refuse a map holding NaN or infinite values, naming the cause: the input where the
+    model's own output at it is not finite, or where every option has its default (InputError),
+    else the method and its options that differ from their defaults (OptionError: values that
+    each pass their check but together put the computation past float32's range)."""
+    if np.isfinite(out).all():
+        return
+    bad = int(np.size(out) - np.isfinite(out).sum())
+    what = f"{method.name} gave a map with {bad} NaN or infinite value(s) of {out.size}"
+    if not np.isfinite(backend.to_host(model.forward(feeds))).all():
+        raise InputError(f"{what}: the model's output at {model.input_name!r} is itself not finite "
+                         "(the input overflows the model's forward in float32)")
+    changed = [f"{k}={_shown(v)}" for k, v in opts.items() if not _is_default(v, method.options[k].default)]
+    if not changed:
+        raise InputError(f"{what} at {model.input_name!r} with its default options: the input's values put the "
+                         "backward pass past float32's range")
+    raise OptionError(f"{what} with option {', '.join(changed)}: these values put the model's forward or the "
+                      "rule's sums past float32's range (about 3.4e38); choose smaller magnitudes")
 
 
 def token_scores(a: np.ndarray) -> np.ndarray:

@@ -1,14 +1,18 @@
 """The report as one HTML page: summary, gates, heatmaps, sanity checks, faithfulness curves,
-spectra and the model, with the plots inline as SVG and every value from the model escaped."""
+spectra and the model, with the plots inline as SVG and every value from the model escaped (for
+HTML, and control and bidi-override characters as their Python escapes, so what a reader sees is
+what the model holds)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..text import escape_text
 from ..version import __version__
 from .metrics import SCHEMA, fmt, mean, nanmean_rows, show_shape
-from .svg import esc, svg_plot
+from .svg import esc as html_escape
+from .svg import svg_plot
 from .text import CSS as TEXT_CSS
 from .text import text_heatmap_section
 
@@ -44,6 +48,12 @@ details summary { cursor: pointer; color: #0969da; }
 """
 
 
+def esc(v: Any) -> str:
+    """``v`` as page text: control, format (bidi override, zero-width) and separator characters
+    written as their escapes (:func:`onnxattr.text.escape_text`), then HTML-escaped."""
+    return html_escape(escape_text(str(v)))
+
+
 def _badge(passed: bool | None, text: str | None = None) -> str:
     cls, word = ("na", "n/a") if passed is None else (("pass", "pass") if passed else ("fail", "fail"))
     return f'<span class="badge {cls}">{esc(text or word)}</span>'
@@ -65,6 +75,7 @@ def render_html(r: AuditReport) -> str:
         f'<p class="meta">{len(r.data["sample"])} of {r.data["n_inputs"]} inputs &middot; {len(names)} method(s) '
         f"&middot; {r.seconds:.1f} s &middot; {esc(r.created)} &middot; onnxattr {esc(__version__)} &middot; "
         f"schema <code>{SCHEMA}</code>{gate_note}</p>",
+        *_engine_lines(r),
     ]
     parts += _summary_section(r, colors)
     parts += _gates_section(r, colors)
@@ -75,6 +86,16 @@ def render_html(r: AuditReport) -> str:
     parts += _model_section(r)
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _engine_lines(r: AuditReport) -> list[str]:
+    """Where the samples were computed, and the samples that failed on their own account."""
+    retried = f" &middot; {r.retried_batches} batch(es) retried" if r.retried_batches else ""
+    out = [f'<p class="meta">engine {esc(r.engine)} &middot; {r.workers} worker(s){retried}</p>']
+    if r.failed:
+        out.append(f'<p class="note">{len(r.failed)} sample(s) failed and were left out:</p><ul class="note">'
+                   + "".join(f"<li>#{esc(f['index'])}: {esc(f['reason'])}</li>" for f in r.failed) + "</ul>")
+    return out
 
 
 def _method_cell(name: str, colors: dict[str, str]) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import OptionError
 from ..cluster.sources import ImageOptions, Part, SampleReader, sample_shape, scan
 from ..cluster.worker import all_failed, compute
-from ..inputs import load_vocab, read_feed_data, sample_indices, takes_feeds
+from ..inputs import check_file_shape, fed_input, load_vocab, read_feed_data, refuse_images, sample_indices, takes_feeds
 from ..layout import check_layout
 from ..model import Model, load
 from .gates import Gate
@@ -76,6 +76,7 @@ class AuditJob:
     def of(cls, model: Model, source: str | None, plan: AuditPlan, data: Any, target: Any, layout: str | None,
            resize: tuple[int, int] | None, mean: Sequence[float], std: Sequence[float], started: float) -> "AuditJob":
         parts = scan(data)
+        check_files(model, parts)
         n_total = parts[-1].start + parts[-1].count
         chosen = sample_indices(n_total, plan.sample, plan.seed)
         shape_in = model.input_shape
@@ -134,6 +135,17 @@ class AuditJob:
         report = assemble(self.model, self.source, x, self.plan, results, data, self.started, int(ok[0]["classes"]))
         report.failed = [{"index": int(r["index"]), "reason": r["failed"]} for r in records if "failed" in r]
         return report
+
+
+def check_files(model: Model, parts: Sequence[Part]) -> None:
+    """InputError naming the file where a whole file cannot fit the model's input: an image for
+    a model that does not take images, a batch of the wrong rank or feature shape (what a
+    sample holds is checked as it is read, naming the sample)."""
+    fed = fed_input(model)
+    refuse_images([p.source for p in parts if p.kind == "image"], fed)
+    for p in parts:
+        if p.kind in ("npy", "npz") and p.shape is not None:
+            check_file_shape(p.source, p.shape, fed)
 
 
 def given_targets(model: Model, target: Any, n_total: int, picked: np.ndarray, n: int) -> np.ndarray | None:
@@ -220,8 +232,9 @@ def audit(
         randomization_threshold, class_threshold: the sanity checks' thresholds.
         device, input_name, output_name, wrt: as in :func:`onnxattr.load`, where a path is given.
             A model fed a dict (token ids, ``wrt=``) reads its data as feeds (an ``.npz`` with one
-            array per graph input, optional ``target`` and ``relevant``), runs on the local engine,
-            and is audited without the two sanity checks (not run on such models yet).
+            array per graph input, optional ``target`` and ``relevant``) and runs on the local
+            engine; its sanity checks randomize and compare the maps at the ``wrt`` tensor (class
+            sensitivity is left out for a (batch, position, class) output).
         vocab: for a text model: a ``tokenizer.json`` or a file of one token per line, to show
             tokens instead of ids.
         engine: "local" (this process) or "ray" (a Ray cluster: ``pip install 'onnxattr[ray]'``;
@@ -287,8 +300,9 @@ def _audit_feeds(model: Model, source: str | None, data: Any, plan: AuditPlan, t
     tokens = None if vocab is None else load_vocab(vocab)
     text, sources, n_total, picked = read_feed_data(data, model, plan.sample, seed)
     x, n = model.check_feeds(text.feeds, "data"), len(picked)
-    plan = _without_sanity_checks(plan)
     out = model(x)
+    if out.ndim == 3:
+        plan = _without_class_sensitivity(plan)
     predicted = model.resolve_target(None, out, x)
     if target is None and text.target is not None:  # the data's own targets, sampled with it
         given = model.check_target(text.target, n)
@@ -299,7 +313,7 @@ def _audit_feeds(model: Model, source: str | None, data: Any, plan: AuditPlan, t
     results: dict[str, MethodResult] = {}
     try:
         for name in plan.methods:
-            results[name] = run_method(model, x, targets, name, plan, None, int(np.prod(out.shape[1:])), bar)
+            results[name] = run_method(model, x, targets, name, plan, None, int(np.prod(out.shape[1:])), bar, picked)
     finally:
         bar.close()
     data_section = {
@@ -313,12 +327,12 @@ def _audit_feeds(model: Model, source: str | None, data: Any, plan: AuditPlan, t
     return assemble(model, source, x, plan, results, data_section, started)
 
 
-def _without_sanity_checks(plan: AuditPlan) -> AuditPlan:
-    """``plan`` for a model fed a dict (text): the randomization and class-sensitivity checks do
-    not run on those yet, so they are left out, and a gate that needs them is refused."""
-    skipped = ("randomization", "class_sensitivity")
+def _without_class_sensitivity(plan: AuditPlan) -> AuditPlan:
+    """``plan`` for a model whose output is (batch, position, class) (a language model): class
+    sensitivity compares the classes of one output, so it is left out, and a gate that needs it
+    is refused."""
     for g in plan.gates:
-        if any(a in skipped for a in g.analyses):
-            raise OptionError(f"gate {g.text!r} needs a sanity check, which does not run yet on a model fed "
-                              f"several inputs or attributed at a wrt tensor")
-    return dataclasses.replace(plan, analyses=tuple(a for a in plan.analyses if a not in skipped))
+        if "class_sensitivity" in g.analyses:
+            raise OptionError(f"gate {g.text!r} needs class sensitivity, which does not apply to an output of "
+                              "shape (batch, position, class)")
+    return dataclasses.replace(plan, analyses=tuple(a for a in plan.analyses if a != "class_sensitivity"))
