@@ -1,25 +1,22 @@
 """The progress bar of a cluster run: samples done across all workers, and the rate."""
 from __future__ import annotations
 
-import sys
 import time
 from typing import TextIO
 
+from ..report.progress import StatusLine
 
-class SampleProgress:
+
+class SampleProgress(StatusLine):
     """``onnxattr ray [######......] 96/256 samples  12.3 samples/s  eta 13s``, redrawn in place
     on ``stream`` (True: stderr when it is a terminal; False: nothing). The rate counts the
     samples computed since the bar was made (the driver makes it once Ray has started); samples
     already done (a resumed run) count toward the bar, not the rate."""
 
     def __init__(self, total: int, done: int = 0, stream: bool | TextIO = True, width: int = 24) -> None:
-        if stream is True:
-            stream = sys.stderr if getattr(sys.stderr, "isatty", lambda: False)() else False
-        self.stream: TextIO | None = stream or None
+        super().__init__(stream)
         self.total, self.done, self.width = max(1, total), done, width
-        self.started = time.perf_counter()
         self.computed = 0
-        self.last = 0
         self._draw()
 
     @property
@@ -40,13 +37,4 @@ class SampleProgress:
         filled = self.width * min(self.done, self.total) // self.total
         rate = self.rate
         speed = f"  {rate:.3g} samples/s  eta {(self.total - self.done) / rate:.0f}s" if rate else ""
-        line = f"onnxattr ray [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} samples{speed}"
-        self.stream.write("\r" + line.ljust(self.last))
-        self.stream.flush()
-        self.last = len(line)
-
-    def close(self) -> None:
-        if self.stream is not None and self.last:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.last = 0
+        self.show(f"onnxattr ray [{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} samples{speed}")

@@ -188,23 +188,15 @@ class Sum(Op):
         return [unbroadcast(grads[0], s) if n else None for s, n in zip(ctx, needs)]
 
 
-class Mean(Op):
-    """y = (x_1 + ... + x_n) / n with broadcasting."""
-
-    kind = "sum"
-
-    def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
-        check_broadcast(self, shapes)
+class Mean(Sum):
+    """y = (x_1 + ... + x_n) / n with broadcasting: Sum, scaled."""
 
     def forward(self, *xs: Array) -> tuple[tuple[Array], tuple]:
-        y = xs[0]
-        for x in xs[1:]:
-            y = y + x
-        return (y / len(xs),), tuple(x.shape for x in xs)
+        (y,), shapes = super().forward(*xs)
+        return (y / len(xs),), shapes
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
-        g = grads[0] / len(ctx)
-        return [unbroadcast(g, s) if n else None for s, n in zip(ctx, needs)]
+        return super().vjp(ctx, [grads[0] / len(ctx)], needs)
 
 
 class _Pass(Op):
