@@ -27,6 +27,7 @@ from onnxattr.cluster.sources import SampleReader, scan
 from onnxattr.cluster.worker import FAULT_ENV
 from onnxattr.inputs import load_batch, sample_indices
 from oracles import oracle
+from reports import same_report
 from onnxattr.cli import main
 
 MLP, _ = oracle("mlp")
@@ -77,8 +78,6 @@ def _env() -> dict[str, str]:
 CNN, CNN_DATA = oracle("cnn_bn")
 AUDIT = dict(methods=("smoothgrad",), options={"smoothgrad": {"samples": 4}}, sample=0, curve_steps=4,
              n_subsets=4, n_sizes=2, heatmaps=3, progress=False)
-#: what may differ between two runs of the same audit
-RUN_FIELDS = ("created", "seconds", "engine", "workers", "retried_batches")
 
 
 def audit_data() -> np.ndarray:
@@ -92,23 +91,6 @@ def audit_data() -> np.ndarray:
 def local_audit() -> dict:
     """The local audit, in batches of 5 (the cluster runs batches of 4)."""
     return onnxattr.audit(CNN, audit_data(), batch_size=5, **AUDIT).to_json()
-
-
-def same_report(a: dict, b: dict, where: str = "") -> None:
-    """Equal up to the run's own fields: numbers within relative 1e-5 (absolute 1e-7), NaN (null) equal."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), where
-        for k in a:
-            if k not in RUN_FIELDS:
-                same_report(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), where
-        for k, (u, v) in enumerate(zip(a, b)):
-            same_report(u, v, f"{where}[{k}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert abs(a - b) <= 1e-7 + 1e-5 * abs(b), (where, a, b)
-    else:
-        assert a == b, (where, a, b)
 
 
 def shard_rows(out: pathlib.Path) -> list[dict]:

@@ -21,6 +21,7 @@ import onnxattr
 from onnxattr import InputError, OptionError
 from onnxattr.report import ANALYSES, METRICS, SCHEMA, Gate, Progress, merge, run_method, svg_plot, validate
 from oracles import oracle
+from reports import same_report
 import toy
 
 FAST = dict(sample=3, curve_steps=8, n_subsets=8, n_sizes=3, progress=False)
@@ -362,23 +363,7 @@ def test_the_values_do_not_depend_on_the_batch_size():
     kw = dict(FAST, sample=0, methods=["smoothgrad"], options={"smoothgrad": {"samples": 3}}, heatmaps=3)
     one = onnxattr.audit(path, data["input"], batch_size=1, **kw).to_json()
     many = onnxattr.audit(path, data["input"], batch_size=16, **kw).to_json()
-    assert_same_report(one, many)
-
-
-def assert_same_report(a, b, where=""):
-    """Equal but for the time taken: numbers within relative 1e-5 (absolute 1e-7), null equal null."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), where
-        for k in set(a) - {"created", "seconds"}:
-            assert_same_report(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), where
-        for k, (u, v) in enumerate(zip(a, b)):
-            assert_same_report(u, v, f"{where}[{k}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert abs(a - b) <= 1e-7 + 1e-5 * abs(b), (where, a, b)
-    else:
-        assert a == b, (where, a, b)
+    same_report(one, many, skip=("created", "seconds"))
 
 
 def test_writing_again_clears_the_images_and_keeps_the_shards(cnn_report, tmp_path):
