@@ -139,6 +139,13 @@ class Op:
         """An error naming this node, for an attribute or input form that is not implemented."""
         return UnsupportedOpError(self.name, type(self).__name__, detail)
 
+    def check_axis(self, axis: int, rank: int, end: int | None = None, what: str = "an input") -> int:
+        """``axis`` as a non-negative axis of a tensor of ``rank``; UnsupportedOpError naming this
+        node where it lies outside [-rank, end) (``end`` defaults to ``rank``)."""
+        if not -rank <= axis < (rank if end is None else end):
+            raise self.unsupported(f"axis={axis} is out of range for {what} of rank {rank}")
+        return norm_axis(axis, rank)
+
     def forward(self, *inputs: Array) -> tuple[tuple[Array, ...], Any]:
         raise NotImplementedError
 

@@ -57,9 +57,7 @@ class Gather(Op):
         data = shapes[0]
         if data is None:
             return
-        if not -len(data) <= self.axis < len(data):
-            raise self.unsupported(f"axis={self.axis} is out of range for data of rank {len(data)}")
-        n = data[norm_axis(self.axis, len(data))]
+        n = data[self.check_axis(self.axis, len(data), what="data")]
         index = values[1] if len(values) > 1 else None
         if n is not None and index is not None and index.size and not -n <= int(index.min()) <= int(index.max()) < n:
             raise self.unsupported(f"indices in [{int(index.min())}, {int(index.max())}] are out of range for {n} cells")

@@ -67,8 +67,7 @@ class Split(Op):
         x = shapes[0]
         if x is None:
             return
-        if not -len(x) <= self.axis < len(x):
-            raise self.unsupported(f"axis={self.axis} is out of range for an input of rank {len(x)}")
+        self.check_axis(self.axis, len(x))
         split = values[1] if len(values) > 1 else None
         n = x[norm_axis(self.axis, len(x))]
         if n is not None and (split is not None or len(shapes) < 2 or shapes[1] is None):

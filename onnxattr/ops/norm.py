@@ -210,8 +210,8 @@ class _SoftmaxFamily(Op):
     kind = "other"
 
     def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
-        if shapes and shapes[0] is not None and not -len(shapes[0]) <= self.axis < max(len(shapes[0]), 1):
-            raise self.unsupported(f"axis={self.axis} is out of range for an input of rank {len(shapes[0])}")
+        if shapes and shapes[0] is not None:
+            self.check_axis(self.axis, len(shapes[0]), end=max(len(shapes[0]), 1))
 
     def axes(self, x: Array) -> tuple[int, ...]:
         axis = norm_axis(self.axis, x.ndim)

@@ -209,10 +209,7 @@ class CumSum(Op):
         return xp.flip(y, axis=axis) if reverse else y
 
     def forward(self, x: Array, axis: Array) -> tuple:
-        a = host_ints(axis)[0]
-        if not -x.ndim <= a < x.ndim:
-            raise self.unsupported(f"axis={a} is out of range for an input of rank {x.ndim}")
-        a = norm_axis(a, x.ndim)
+        a = self.check_axis(host_ints(axis)[0], x.ndim)
         return (self.scan(x, a, bool(self.exclusive), bool(self.reverse)),), a
 
     def vjp(self, ctx: int, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:

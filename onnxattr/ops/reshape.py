@@ -30,13 +30,11 @@ class Flatten(_Reshape):
     """y = x reshaped to (prod(shape[:axis]), prod(shape[axis:])); axis in [-rank, rank]."""
 
     def check(self, shapes: Sequence[Shape | None], values: Sequence[Array | None] = ()) -> None:
-        if shapes and shapes[0] is not None and not -len(shapes[0]) <= self.axis <= len(shapes[0]):
-            raise self.unsupported(f"axis={self.axis} is out of range for an input of rank {len(shapes[0])}")
+        if shapes and shapes[0] is not None:
+            self.check_axis(self.axis, len(shapes[0]), end=len(shapes[0]) + 1)
 
     def forward(self, x: Array) -> tuple:
-        if not -x.ndim <= self.axis <= x.ndim:
-            raise self.unsupported(f"axis={self.axis} is out of range for an input of rank {x.ndim}")
-        axis = norm_axis(self.axis, x.ndim)
+        axis = self.check_axis(self.axis, x.ndim, end=x.ndim + 1)
         shape = (math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
         return (x.reshape(shape),), x.shape
 
