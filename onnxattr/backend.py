@@ -79,12 +79,16 @@ def is_device_array(a: Any) -> bool:
 
 
 def array_module(*arrays: Any) -> ModuleType:
-    """The array module of ``arrays``: cupy if any of them is a cupy array, else numpy."""
+    """The array module of ``arrays``: cupy if any of them is a cupy array, the ONNX writer of
+    :mod:`onnxattr.compiled.symbolic` if any is a symbolic tensor, else numpy."""
     for a in arrays:
         if is_device_array(a):
             import cupy as cp
 
             return cp
+        module = getattr(type(a), "array_module", None)
+        if module is not None:
+            return module
     return np
 
 

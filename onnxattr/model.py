@@ -19,6 +19,8 @@ from contextlib import nullcontext
 from . import backend, engine, targets, threads
 from .kernels import onnxruntime as ortk
 from .canonize import canonize
+from .compiled import program as compiled
+from .compiled.program import Program, Programs
 from .errors import DeviceMemoryError, InputError, OptionError
 from .feeds import check_feeds, n_rows, rows
 from .folding import MAX_FOLD_BYTES
@@ -64,6 +66,7 @@ class Model:
         self.kernels = ortk.choose(kernels) if device == "cpu" else "cupy"
         if device == "cpu":
             ortk.use(self.kernels, graph.nodes + (graph.head.nodes if graph.head else []), self.params)
+        self._programs = Programs(graph, self.params)
 
     # ---- what the model takes and gives -------------------------------------------------
     @property
@@ -277,6 +280,17 @@ class Model:
         return targets.resolve_target(target, out, self.output_name, mask)
 
     # ---- forward + backward -------------------------------------------------------------
+    def program(self, plan: Plan, feeds: Mapping[str, Array], fetch: Sequence[str] = (),
+                backward: bool = True) -> Program | None:
+        """The plan compiled into onnxruntime sessions (:mod:`onnxattr.compiled`), where the
+        model runs onnxruntime's kernels on the CPU and every step of the plan has an ONNX form;
+        None where the interpreter runs it."""
+        if self.device != "cpu" or self.kernels != "onnxruntime" or plan.stacked or not compiled.enabled():
+            return None
+        if self._programs.graph is not self.graph or self._programs.params is not self.params:
+            return None  # a copy with another graph or weights (analyses): worth no compilation
+        return self._programs.get(plan.rules, feeds, fetch, backward)
+
     def propagate(
         self,
         feeds: Array | Mapping[str, Array],
@@ -306,8 +320,12 @@ class Model:
 
         def run(c: dict[str, Array], start: int) -> dict[str, Array]:
             x = c[self.input_name]
-            tape = engine.forward(self.graph, self.params, c, record=True, rules=plan.rules)
-            out = tape.values[self.output_name]
+            program = self.program(plan, c, fetch) if observer is None else None
+            if program is not None:
+                out, saved = program.forward(c)
+            else:
+                tape = engine.forward(self.graph, self.params, c, record=True, rules=plan.rules)
+                out = tape.values[self.output_name]
             if callable(plan.seed):
                 t = None if target is None else target[start : start + x.shape[0]]
                 seed = plan.seed(out, self.resolve_target(t, out, c))
@@ -316,7 +334,10 @@ class Model:
                 if seed.shape != out.shape:
                     raise InputError(f"the seed has shape {tuple(seed.shape)} for output {self.output_name!r} "
                                      f"of shape {tuple(out.shape)}")
-            grads = engine.backward(self.graph, tape, seed, observer, fetch)
+            if program is not None:
+                grads = program.backward(seed, saved)
+            else:
+                grads = engine.backward(self.graph, tape, seed, observer, fetch)
             g = grads[self.input_name]
             g = self.xp.zeros_like(x) if g is None else g
             grads[self.input_name] = g * x if plan.times_input else g

@@ -170,8 +170,10 @@ def test_trace_reports_conservation_per_layer():
     path, ref = oracle("resnet_small")
     model = onnxattr.load(path)
     tr = onnxattr.trace(model, ref["input"][:2], ref["target"][:2], "lrp.epsilon")
-    np.testing.assert_allclose(tr.attribution, onnxattr.attribute(model, ref["input"][:2], ref["target"][:2], "lrp.epsilon"),
-                               rtol=1e-6)
+    a = onnxattr.attribute(model, ref["input"][:2], ref["target"][:2], "lrp.epsilon")
+    # the trace runs the interpreter (it observes every node); attribute may run the compiled
+    # sessions, whose float32 sums round differently
+    np.testing.assert_allclose(tr.attribution, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
     conserved = tr.conservation()
     adds = [t for t in tr.layers if t.op_type == "Add"]
     assert adds and all(np.allclose(t.conserved, 1, atol=1e-4) for t in adds)  # Norm is conservative

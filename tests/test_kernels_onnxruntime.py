@@ -267,9 +267,10 @@ def test_load_takes_the_kernels_switch_and_its_environment_default(monkeypatch):
         onnxattr.load(path)
 
 
-def test_the_onnxruntime_path_runs_the_convolutions_there_and_agrees():
+def test_the_onnxruntime_path_runs_the_convolutions_there_and_agrees(monkeypatch):
     import onnxattr
 
+    monkeypatch.setenv("ONNXATTR_COMPILE", "0")  # the per-layer sessions (tests/test_compiled.py: the compiled passes)
     path = pathlib.Path(__file__).parent.parent / "models" / "torch_resnet_bn_op17"
     x = np.load(path.with_suffix(".npz"))["input"]
     results = {}
@@ -309,6 +310,7 @@ def test_blas_is_held_to_one_thread_only_while_onnxruntime_carries_a_pass(monkey
         pytest.skip("no control over this NumPy's BLAS")
     path = pathlib.Path(__file__).parent.parent / "models" / "torch_resnet_bn_op17"
     x = np.load(path.with_suffix(".npz"))["input"]
+    monkeypatch.setenv("ONNXATTR_COMPILE", "0")  # the interpreter's passes, where BLAS and onnxruntime meet
     model = onnxattr.load(path.with_suffix(".onnx"), kernels=kernels)
     seen = []
     forward = Conv.forward

@@ -255,7 +255,10 @@ class Gelu(Unary):
 
 
 def _erf(xp: Any, x: Array) -> Array:
-    """erf elementwise, vectorized: scipy.special on the host, cupyx.scipy.special on the GPU."""
+    """erf elementwise, vectorized: scipy.special on the host, cupyx.scipy.special on the GPU,
+    ONNX's Erf for a symbolic tensor (:mod:`onnxattr.compiled`)."""
+    if hasattr(xp, "erf"):
+        return xp.erf(x)
     if xp is np and x.size >= 1 << 14 and x.dtype == np.float32:
         from ..kernels import onnxruntime as ortk  # MLAS's vectorized erf: SciPy's is 10-50x slower
 

@@ -152,6 +152,31 @@ class Op:
     def vjp(self, ctx: Any, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         raise NotImplementedError
 
+    def onnx_attributes(self) -> dict[str, Any]:
+        """The attributes of this op's ONNX node: those of its opset's schema that are set
+        (tensors as TensorProtos)."""
+        from onnx import numpy_helper
+
+        declared, _ = schema_attributes(type(self).__name__, self.opset)
+        return {k: numpy_helper.from_array(v) if isinstance(v, np.ndarray) else v
+                for k in declared if (v := self.attrs.get(k)) is not None}
+
+    def forward_graph(self, *inputs: Any) -> tuple:
+        """The forward written as ONNX nodes on symbolic inputs (:mod:`onnxattr.compiled`), for
+        an op that is not an ONNX op of the model's opset (those canonization makes): by default
+        its own ``forward``, which writes its ONNX form wherever it uses only NumPy's arithmetic."""
+        outs, _ = self.forward(*inputs)
+        return outs
+
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        """The vjp written as ONNX nodes (:mod:`onnxattr.compiled`): ``ctx`` holds the node's
+        inputs and outputs as symbolic tensors (``ctx.inputs``, ``ctx.outputs``), ``grads`` are
+        symbolic. By default the op's own ``forward`` and ``vjp`` run on them, which writes
+        their ONNX form wherever they use only NumPy's arithmetic; an op whose code does more
+        defines its own (or leaves the plan to the interpreter: NotCompilable)."""
+        _, own = self.forward(*ctx.inputs)
+        return self.vjp(own, grads, needs)
+
     def cotangents(self, ctx: Any, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         """The vjp with one cotangent per input: None past what it returns and where not needed."""
         gs = list(self.vjp(ctx, grads, needs))[: len(needs)]
@@ -186,6 +211,11 @@ class Unary(Op):
 
         x, y = ctx
         return [grads[0] * self.df(array_module(grads[0]), x, y)]
+
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        """The vjp above on the node's own input and output (their derivative, e.g. a ReLU's
+        mask, is then a forward value)."""
+        return self.vjp((ctx.inputs[0], ctx.outputs[0]), grads, needs)
 
 
 class Linear(Op):

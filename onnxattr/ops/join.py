@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backend import array_module, to_host
+from ..compiled.symbolic import NotCompilable
 from .axismap import gather_axis, transpose_map
 from .base import Array, Grads, Op, Shape, host_ints, norm_axis
 
@@ -44,6 +45,24 @@ class Concat(Op):
         ends = np.cumsum(sizes).tolist()
         lead = (slice(None),) * axis
         return [g[lead + (slice(e - s, e),)] if n else None for s, e, n in zip(sizes, ends, needs)]
+
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        """One Slice of the cotangent per input (static sizes along the axis)."""
+        g = grads[0]
+        axis = norm_axis(self.axis, g.ndim)
+        sizes = [x.shape[axis] if hasattr(x, "tracer") else np.shape(x)[axis] for x in ctx.inputs]
+        if None in sizes:
+            raise NotCompilable(f"{self.name}: a Concat of run-time sizes")
+        ends = np.cumsum(sizes).tolist()
+        out = []
+        for size, end, need in zip(sizes, ends, needs):
+            if not need:
+                out.append(None)
+                continue
+            shape = tuple(size if i == axis else d for i, d in enumerate(g.shape))
+            bounds = [np.asarray([v], dtype=np.int64) for v in (end - size, end, axis)]
+            out.append(g.tracer.emit("Slice", [g, *bounds], g.dtype, shape, nonneg=g.nonneg)[0])
+        return out
 
 
 class Split(Op):

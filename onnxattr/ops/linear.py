@@ -20,11 +20,12 @@ weights), are baked into the cached sessions. Everything else falls back to the 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..backend import array_module, use_kernels
+from ..compiled.symbolic import NotCompilable
 from ..kernels import onnxruntime as ortk
 from ..kernels import window as cuda_window
 from .base import Array, Grads, Linear, Op, Shape, unbroadcast
@@ -100,6 +101,18 @@ class Conv(Linear, _Windowed):
         if geo is not None and type(g) is np.ndarray and g.dtype == w.dtype:
             return [ortk.conv_data_vjp(g, w, geo, shape[2:], constant(w))]
         return [correlate_transpose(g, w, win, self.group, shape[2:])]
+
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        """One Conv (stride 1) or ConvTranspose (``ortk.data_vjp_form``), its weight transformed
+        once per parameter."""
+        x, w = ctx.inputs[0], ctx.inputs[1]
+        g = grads[0]
+        if any(needs[1:]) or not isinstance(w, np.ndarray) or None in x.shape[2:] or None in g.shape[2:]:
+            raise NotCompilable(f"{self.name}: a convolution's vjp needs a constant weight and static sizes")
+        geo = conv_geometry(self.window(x, w), self.group)
+        op, attrs, transform = ortk.data_vjp_form(geo, w.shape[2:], x.shape[2:], g.shape[2:])
+        weight = ortk.derived(w, ("data vjp", transform, self.group), lambda a: ortk.transformed(a, transform, attrs))
+        return [g.tracer.emit(op, [g, weight], g.dtype, x.shape, **attrs)[0]]
 
 
 def correlate(x: Array, w: Array, win: Window, groups: int, bias: Array | None = None) -> Array:
@@ -225,6 +238,15 @@ class Gemm(Linear):
         if len(needs) > 2 and needs[2]:
             dc = unbroadcast(grads[0] * grads[0].dtype.type(self.beta), c_shape)
         return [da, db, dc]
+
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        """dA = alpha g B'^T: one Gemm with B baked (the weight as a constant only)."""
+        b = ctx.inputs[1]
+        if any(needs[1:]) or self.trans_a or not isinstance(b, np.ndarray):
+            raise NotCompilable(f"{self.name}: Gemm's vjp with respect to its weight, or with transA")
+        g = grads[0]
+        a = ctx.inputs[0]
+        return [g.tracer.emit("Gemm", [g, b], g.dtype, a.shape, alpha=float(self.alpha), transB=int(not self.trans_b))[0]]
 
 
 class MatMul(Op):
@@ -436,3 +458,11 @@ class Dense(Linear):
         if g.size * w.shape[0] >= ortk.MIN_MACS and on_ort(self, "Dense", g, w):
             return [ortk.dense_data_vjp(g, w, constant(w))]
         return [(g.reshape(-1, g.shape[-1]) @ w.T).reshape(g.shape[:-1] + w.shape[:1])]
+
+    def forward_graph(self, x: Any, w: Array, b: Array | None = None) -> tuple:
+        """MatMul and Add (any leading axes)."""
+        y = x @ w
+        return (y if b is None else y + b,)
+
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        return [grads[0] @ ortk.derived(ctx.inputs[1], "transpose", lambda a: np.ascontiguousarray(a.T))]

@@ -17,7 +17,11 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from onnx import numpy_helper
+
 from ..backend import array_module, use_kernels
+from ..compiled.symbolic import BACKWARD, NotCompilable
+from ..kernels import onnxruntime as ortk
 from ..kernels import pool as cuda_pool
 from .base import Array, Grads, Op, Shape
 from .window import PLANE_CHUNK_BYTES, Window, _Windowed, batches, resolve
@@ -128,6 +132,26 @@ class MaxPool(_Pool):
                 ls[_ALL + out] -= sent
         return [dx]
 
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        """g scattered (added) to the cells onnxruntime's MaxPool names in its Indices output (the
+        first maximum of each window, raster order, as the vjp above), which the forward
+        session's MaxPool gives too."""
+        x, y = ctx.inputs[0], ctx.outputs[0]
+        g = grads[0]
+        t = g.tracer
+        if self.attrs.get("storage_order"):
+            raise NotCompilable(f"{self.name}: MaxPool with storage_order=1")
+        index = t.second_output(y, np.int64)  # the node's own Indices: one pooling, not two
+        if index is None:
+            raise NotCompilable(f"{self.name}: its output is not a MaxPool node's")
+        row = np.asarray([1, -1], dtype=np.int64)
+        size = t.emit("ReduceProd", [t.shape_of(x)], np.int64, (1,), keepdims=1)[0]
+        zeros = t.emit("ConstantOfShape", [t.emit("Concat", [np.ones(1, np.int64), size], np.int64, (2,), axis=0)[0]],
+                       g.dtype, (1, None), phase=BACKWARD, value=numpy_helper.from_array(np.zeros(1, g.dtype)))[0]
+        flat = [t.emit("Reshape", [v, row], v.dtype, (1, None))[0] for v in (index, g)]
+        dx = t.emit("ScatterElements", [zeros, *flat], g.dtype, (1, None), axis=1, reduction="add")[0]
+        return [t.reshape(dx, x.shape, like=x)]
+
 
 class AveragePool(_Pool):
     """y[n, c, p] = sum_k x_pad[n, c, s * p + d * k] / count[p], with x padded by zeros.
@@ -149,6 +173,21 @@ class AveragePool(_Pool):
         # the counted cells: the input with its declared pads, where the windows start at 0
         counted = tuple(n + b + d for n, b, d in zip(shape[2:], win.pads_begin, win.declared_end))
         return _window_sum(replace(win, pads_begin=(0,) * len(counted)), xp.ones((1, 1) + counted, dtype=dtype))
+
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        """(g / count) through the adjoint of a depthwise convolution with a kernel of ones: one
+        Conv (stride 1) or ConvTranspose, as Conv's data vjp (``ortk.data_vjp_form``)."""
+        x, g = ctx.inputs[0], grads[0]
+        if None in x.shape[1:] or None in g.shape[2:]:
+            raise NotCompilable(f"{self.name}: a pooling over run-time sizes")
+        win = self.window(x)
+        div = self.divisor(np, x.shape, win, g.dtype)
+        channels = x.shape[1]
+        geo = ortk.ConvGeometry(win.strides, win.dilations, win.pads_begin + win.pads_end, channels)
+        op, attrs, transform = ortk.data_vjp_form(geo, self.kernel, x.shape[2:], g.shape[2:])
+        ones = ortk.transformed(np.ones((channels, 1) + self.kernel, dtype=g.dtype), transform, attrs)
+        scaled = g / (g.dtype.type(div) if isinstance(div, float) else div.astype(g.dtype))
+        return [g.tracer.emit(op, [scaled, ones], g.dtype, x.shape, **attrs)[0]]
 
     def forward(self, x: Array) -> tuple[tuple[Array], tuple]:
         xp = array_module(x)
@@ -189,6 +228,14 @@ class GlobalAveragePool(_GlobalPool):
         xp = array_module(grads[0])
         g = grads[0]
         return [xp.broadcast_to(g / g.dtype.type(math.prod(ctx[2:])), ctx).copy()]
+
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        x, g = ctx.inputs[0], grads[0]
+        if None in x.shape[2:]:
+            raise NotCompilable(f"{self.name}: a pooling over run-time sizes")
+        t = g.tracer
+        scaled = g / g.dtype.type(math.prod(x.shape[2:]))
+        return [t.emit("Expand", [scaled, t.shape_of(x)], g.dtype, x.shape)[0]]
 
 
 class GlobalMaxPool(_GlobalPool):

@@ -9,7 +9,7 @@ over the copies.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -24,6 +24,10 @@ class _Reshape(Op):
 
     def vjp(self, ctx: tuple[int, ...], grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         return [grads[0].reshape(ctx)]
+
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        x, g = ctx.inputs[0], grads[0]
+        return [g.tracer.reshape(g, x.shape, like=x)]
 
 
 class Flatten(_Reshape):

@@ -73,6 +73,14 @@ def divide_sum(r: Array, z: Array, z2: Array | None, epsilon: float, gate: Array
     return xp.where(zero, 0, r / xp.where(zero, 1, d)).astype(r.dtype)
 
 
+def non_negative(a: Array) -> bool:
+    """Whether ``a`` is >= 0 everywhere: its values say for an array; for a symbolic tensor
+    (:mod:`onnxattr.compiled`), what its graph proves (a ReLU's output), else False. A rule that
+    splits its data by sign evaluates both parts where this is False, which is exact either way."""
+    proven = getattr(a, "nonneg", None)
+    return bool(proven) if proven is not None else bool(a.min() >= 0)
+
+
 def first_output(grads: Sequence[Array | None]) -> Array:
     if len(grads) != 1 or grads[0] is None:
         raise ValueError("rules apply to single-output nodes")

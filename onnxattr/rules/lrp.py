@@ -28,7 +28,7 @@ import numpy as np
 
 from ..backend import array_module
 from ..kernels.onnxruntime import derived
-from .base import Rule, divide, divide_sum, first_output
+from .base import Rule, divide, divide_sum, first_output, non_negative
 
 if TYPE_CHECKING:
     from ..engine import NodeRecord
@@ -77,7 +77,7 @@ class BasicRule(Rule):
         nonneg = False
         if any(getattr(m, "splits_sign", False) for m in modifiers):
             data = record.inputs[node.op.data_input]
-            nonneg = bool(data.min() >= 0)
+            nonneg = non_negative(data)
         copies, zs, ctxs = [], [], []
         for m in modifiers:
             if m is unchanged and record.outputs is not None and record.ctx is not None:
