@@ -202,7 +202,11 @@ class Model:
         """Forward pass from device feeds of the attribution (the ``wrt`` tensor and the inputs
         held fixed; a bare array where it is the only input): the output, or a dict of the
         tensors in ``fetch``."""
-        parts = self.each_chunk(self.feeds(feeds), lambda c, start: engine.forward(self.graph, self.params, c, fetch=fetch).values)
+        def run(c: dict[str, Array], start: int) -> dict[str, Array]:
+            program = self.program(None, c, fetch, backward=False)
+            return program.outputs(c) if program is not None else engine.forward(self.graph, self.params, c, fetch=fetch).values
+
+        parts = self.each_chunk(self.feeds(feeds), run)
         if not fetch:
             return _concat(self.xp, [p[self.output_name] for p in parts])
         return {t: _concat(self.xp, [p[t] for p in parts]) for t in fetch}
@@ -280,16 +284,19 @@ class Model:
         return targets.resolve_target(target, out, self.output_name, mask)
 
     # ---- forward + backward -------------------------------------------------------------
-    def program(self, plan: Plan, feeds: Mapping[str, Array], fetch: Sequence[str] = (),
+    def program(self, plan: Plan | None, feeds: Mapping[str, Array], fetch: Sequence[str] = (),
                 backward: bool = True) -> Program | None:
         """The plan compiled into onnxruntime sessions (:mod:`onnxattr.compiled`), where the
         model runs onnxruntime's kernels on the CPU and every step of the plan has an ONNX form;
-        None where the interpreter runs it."""
-        if self.device != "cpu" or self.kernels != "onnxruntime" or plan.stacked or not compiled.enabled():
+        None where the interpreter runs it. Without ``backward`` (and plan None): the forward
+        alone, returning the tensors in ``fetch``."""
+        if self.device != "cpu" or self.kernels != "onnxruntime" or not compiled.enabled():
+            return None
+        if plan is not None and plan.stacked:
             return None
         if self._programs.graph is not self.graph or self._programs.params is not self.params:
             return None  # a copy with another graph or weights (analyses): worth no compilation
-        return self._programs.get(plan.rules, feeds, fetch, backward)
+        return self._programs.get({} if plan is None else plan.rules, feeds, fetch, backward)
 
     def propagate(
         self,

@@ -179,6 +179,21 @@ def test_traced_numpy_code_equals_numpy(fn):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
+def test_the_stabilizer_is_exact_without_where_and_known_signs_need_no_test():
+    """z + where(z >= 0, eps, -eps) written as a Cast, a Mul and an Add (exact for +-eps), and,
+    for a z known to be >= 0 (z+ of a ReLU's output), as z + eps."""
+    from onnxattr.rules.base import stabilize
+
+    z = np.array([[-2.0, -1e-9, 0.0, 1e-9, 3.0]], dtype=np.float32)
+    got, sym = run_traced(lambda xp, a: stabilize(a, 1e-6), z)
+    np.testing.assert_array_equal(got, stabilize(z, 1e-6))
+    assert not any(n.op_type == "Where" for n in sym.tracer.nodes[BACKWARD])
+    tracer = Tracer(17)
+    relu = Sym(tracer, "relu", np.float32, (None, 5), FORWARD, nonneg=True)
+    stabilize(relu, 1e-6)
+    assert [n.op_type for n in tracer.nodes[FORWARD]] == ["Add"]
+
+
 def test_what_has_no_static_form_is_refused_not_guessed():
     tracer = Tracer(17)
     x = Sym(tracer, "x", np.float32, (None, 3), FORWARD)

@@ -10,7 +10,8 @@ network in PyTorch. The transformers (``--models bert,vit``: BERT-base and ViT-B
 weights, built at bench time with torch and transformers, :mod:`bench_transformers`) are timed
 forward and gradient against onnxruntime and against PyTorch's own forward and forward plus
 backward. Each measurement is repeated after one warm-up, the repetitions interleaved
-(round-robin) so that a noisy machine slows all of them alike; the table gives medians and each
+(round-robin) so that a noisy machine slows all of them alike, with a pause before each call
+(``PAUSE``: spinning thread pools settle); the table gives medians and each
 median's ratio to onnxruntime's forward. Peak memory is measured in a fresh subprocess per
 measurement (VmHWM above the resident size after loading, so BLAS and onnxruntime allocations
 count).
@@ -227,6 +228,12 @@ def _diff(got: np.ndarray, want: np.ndarray, name: str) -> str:
     return f"rel. diff to {name}: L2 {l2:.1e}, max {mx:.1e}"
 
 
+#: seconds between two timed calls: onnxruntime's default sessions and torch keep their thread
+#: pools spinning for a while after a call, and would take the cores from the next one (measured:
+#: onnxruntime's forward of the ResNet-18 took 0.172 s right after a spinning session's call,
+#: 0.144 s after a pause, whatever its own settings)
+PAUSE = 0.1
+
 #: jobs that need no warm-up of their own: they run the passes of ``gradient``, already warm
 COLD_OK = ("integrated_gradients", "Captum IntegratedGradients")
 
@@ -239,6 +246,7 @@ def time_jobs(jobs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, lis
     times: dict[str, list[float]] = {k: [] for k in jobs}
     for _ in range(repeats):
         for k, f in jobs.items():
+            time.sleep(PAUSE)
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)

@@ -32,10 +32,11 @@ if TYPE_CHECKING:
     from ..graph import LayerGraph, Node
     from ..rules.base import Rule
 
-#: ops whose output is >= 0 wherever their (float) inputs are: what tells an LRP rule, at build
-#: time, that its data has no negative part
+#: ops whose output is >= 0 wherever their (float) inputs, weights included, are: what tells an
+#: LRP rule, at build time, that its data has no negative part, and its z+ no sign to test
 _KEEPS_SIGN = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
-                         "Squeeze", "Unsqueeze", "Transpose", "Identity", "Concat", "Add", "Mul", "Sum", "Max"})
+                         "Squeeze", "Unsqueeze", "Transpose", "Identity", "Concat", "Add", "Mul", "Sum", "Max",
+                         "Conv", "ConvTranspose", "Gemm", "MatMul"})
 _NON_NEGATIVE = frozenset({"Relu", "Sigmoid", "Softmax", "Exp", "Abs", "Softplus"})
 
 
@@ -185,41 +186,29 @@ def onnx_attributes(node: Node) -> dict[str, Any]:
 class Program:
     """The two sessions of one plan on one graph: ``forward(feeds)`` returns the output and the
     saved tensors, ``backward(seed, saved)`` the relevance at the input and at ``fetch``. Without
-    ``backward``, only the forward session (the model as onnxruntime runs it)."""
+    ``backward``, only the forward session (the model as onnxruntime runs it), whose
+    ``outputs(feeds)`` are the output and the forward tensors in ``fetch``."""
 
     def __init__(self, graph: LayerGraph, params: Mapping[str, Any], rules: Mapping[str, Rule],
                  feeds: Mapping[str, np.ndarray], fetch: Sequence[str] = (), backward: bool = True) -> None:
-        if graph.head is not None and graph.head.nodes and graph.input.name not in feeds:
-            raise NotCompilable("the graph starts before the attributed tensor")
+        if graph.input.name not in feeds:
+            raise NotCompilable("the attributed tensor is not fed")
+        self.output = graph.output
         tracer = Tracer(graph.opset)
-        env: dict[str, Any] = dict(params)
-        for k, v in feeds.items():
-            env[k] = Sym(tracer, k, v.dtype, (None,) + v.shape[1:], FORWARD)
-        records: dict[str, tuple[TracedNode, NodeRecord]] = {}
-        for node in graph.nodes:
-            args = tuple(env[t] if t else None for t in node.inputs)
-            outs = write_forward(tracer, node, args, node.outputs)
-            env.update(zip(node.outputs, outs))
-            if backward and any(t in graph.live for t in node.inputs):
-                rule = rules.get(node.name)
-                kept = outs if rule is not None and rule.needs_outputs else None  # as the engine keeps
-                records[node.name] = (TracedNode(node, TracedOp(node, tracer)), NodeRecord(Traced(args, outs), args, kept, rule))
+        env, records = _trace_forward(tracer, graph, params, feeds, rules if backward else None)
         tracer.backward_started = True
         out = env[graph.output]
         seed = Sym(tracer, "seed", out.dtype, out.shape, BACKWARD)
         grads = _backward(graph, records, seed, set(fetch)) if backward else {}
-        self.fetch = [t for t in fetch if t in grads]
-        self.results = [graph.input.name] + self.fetch
-        for t in self.results:
-            g = grads.get(t)
-            if g is not None and g.phase != BACKWARD:
-                raise NotCompilable(f"the relevance at {t!r} does not depend on the seed")
-        self.output = graph.output
+        #: the tensors whose relevance ``backward`` returns, and those of them it reaches
+        self.results = [graph.input.name] + [t for t in fetch if t in grads]
         self._present = [t for t in self.results if grads.get(t) is not None]
-        for t in self._present:
-            tracer.node("Identity", [grads[t]], [f"relevance:{t}"], BACKWARD)
         self.backward_session, read = None, set()
-        if backward and self._present:
+        if self._present:
+            if any(grads[t].phase != BACKWARD for t in self._present):
+                raise NotCompilable("a relevance that does not depend on the seed")
+            for t in self._present:
+                tracer.node("Identity", [grads[t]], [f"relevance:{t}"], BACKWARD)
             nodes = _live(tracer.nodes[BACKWARD], [f"relevance:{t}" for t in self._present])
             read = {t for n in nodes for t in n.input}
             inputs = [value_info("seed", seed.dtype, seed.shape)] + [
@@ -227,19 +216,30 @@ class Program:
             outputs = [value_info(f"relevance:{t}", grads[t].dtype, grads[t].shape) for t in self._present]
             self.backward_session = _session(tracer, BACKWARD, nodes, inputs, outputs)
         saved = [k for k in tracer.saved if k in read]
+        #: what the forward session hands to the backward one, and the feeds it reads itself
         self.saved = [k for k in saved if k not in feeds]
         self._passed = [k for k in saved if k in feeds]
-        outputs = [value_info(graph.output, out.dtype, out.shape)] + [
+        #: the forward tensors a forward-only program returns besides the output
+        self.values = [] if backward else [t for t in dict.fromkeys(fetch) if t != graph.output]
+        if any(not isinstance(env.get(t), Sym) or t in feeds for t in self.values):
+            raise NotCompilable("a fetched tensor is an input or a constant")
+        outputs = [value_info(t, env[t].dtype, env[t].shape) for t in [graph.output] + self.values] + [
             value_info(k, tracer.saved[k].dtype, tracer.saved[k].shape) for k in self.saved]
+        inputs = [value_info(k, v.dtype, (None,) + v.shape[1:]) for k, v in feeds.items()]
         self.forward_session = _session(tracer, FORWARD, _live(tracer.nodes[FORWARD], [o.name for o in outputs]),
-                                        [value_info(k, v.dtype, (None,) + v.shape[1:]) for k, v in feeds.items()], outputs)
+                                        inputs, outputs)
 
     def forward(self, feeds: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The output and the tensors the backward reads."""
         values = self.forward_session.run(None, dict(feeds))
-        saved = dict(zip(self.saved, values[1:]))
+        saved = dict(zip(self.saved, values[1 + len(self.values):]))
         saved.update((k, feeds[k]) for k in self._passed)
         return values[0], saved
+
+    def outputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The output and the fetched forward tensors (a program built without ``backward``)."""
+        values = self.forward_session.run(None, dict(feeds))
+        return dict(zip([self.output] + self.values, values))
 
     def backward(self, seed: np.ndarray, saved: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
         """The relevance at the input and at the fetched tensors (None where none reached it)."""
@@ -249,10 +249,32 @@ class Program:
         return result
 
 
+def _trace_forward(tracer: Tracer, graph: LayerGraph, params: Mapping[str, Any], feeds: Mapping[str, np.ndarray],
+                   rules: Mapping[str, Rule] | None) -> tuple[dict[str, Any], dict[str, tuple[TracedNode, NodeRecord]]]:
+    """Write the model's forward; return every tensor (Syms, and the constants) and, with
+    ``rules`` (None: no backward), what the backward needs of each live node, as the engine's
+    forward keeps it."""
+    env: dict[str, Any] = dict(params)
+    for k, v in feeds.items():
+        env[k] = Sym(tracer, k, v.dtype, (None,) + v.shape[1:], FORWARD)
+    records: dict[str, tuple[TracedNode, NodeRecord]] = {}
+    for node in graph.nodes:
+        args = tuple(env[t] if t else None for t in node.inputs)
+        outs = write_forward(tracer, node, args, node.outputs)
+        env.update(zip(node.outputs, outs))
+        if rules is not None and any(t in graph.live for t in node.inputs):
+            rule = rules.get(node.name)
+            kept = outs if rule is not None and rule.needs_outputs else None
+            records[node.name] = (TracedNode(node, TracedOp(node, tracer)), NodeRecord(Traced(args, outs), args, kept, rule))
+    return env, records
+
+
 def _non_negative(node: Node, args: Sequence[Any]) -> bool:
     if node.op_type in _NON_NEGATIVE:
         return True
     floats = [a for a in args if isinstance(a, Sym) and a.dtype.kind == "f"]
+    if node.op_type == "Gemm" and min(node.op.alpha, node.op.beta) < 0:
+        return False
     return node.op_type in _KEEPS_SIGN and bool(floats) and all(a.nonneg for a in floats) and all(
         not isinstance(a, np.ndarray) or a.dtype.kind != "f" or bool(np.all(a >= 0)) for a in args)
 

@@ -296,9 +296,11 @@ class Tracer:
             b = self.emit("Cast", [b], _dtype(a), _shape(b), phase=self.phase_of([a, b]), to=helper.np_dtype_to_tensor_dtype(_dtype(a)))[0]
         return self.binary("Mul", a, b, nonneg=_nonneg(a) and _nonneg(b))
 
-    def compare(self, op_type: str, a: Any, b: Any) -> Sym:
+    def compare(self, op_type: str, a: Any, b: Any) -> Sym | np.bool_:
         sym = a if isinstance(a, Sym) else b
         a, b = self.scalar(a, sym), self.scalar(b, sym)
+        if op_type == "GreaterOrEqual" and isinstance(a, Sym) and a.nonneg and np.ndim(b) == 0 and b <= 0:
+            return np.True_  # x >= 0 for x known to be (the stabilizer of z+ and flat layers)
         if op_type in ("GreaterOrEqual", "LessOrEqual") and self.opset_of(self.phase_of([a, b])) < 12:
             flipped = self.compare("Less" if op_type == "GreaterOrEqual" else "Greater", a, b)
             out = self.emit("Not", [flipped], np.bool_, flipped.shape)[0]
@@ -391,8 +393,15 @@ class _NumpyLike:
     def minimum(self, a: Any, b: Any) -> Sym:
         return self._sym(a, b).tracer.binary("Min", a, b)
 
-    def where(self, c: Any, a: Any, b: Any) -> Sym:
+    def where(self, c: Any, a: Any, b: Any) -> Any:
+        if not any(isinstance(v, Sym) for v in (c, a, b)):
+            return np.where(c, a, b)  # a condition known when the graph is built
         s = self._sym(c, a, b)
+        if isinstance(c, Sym) and c.dtype == np.bool_ and not isinstance(a, Sym) and not isinstance(b, Sym) and \
+                np.ndim(a) == 0 and np.ndim(b) == 0:
+            selected = _select(c, a, b)
+            if selected is not None:
+                return selected
         like = next((v for v in (a, b) if isinstance(v, Sym)), None)
         if like is None:
             dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype)
@@ -432,6 +441,21 @@ class _NumpyLike:
         if isinstance(v, Sym):
             return v.astype(dtype) if dtype is not None else v
         return np.asarray(v, dtype=dtype)
+
+
+def _select(c: Sym, a: Any, b: Any) -> Sym | None:
+    """where(c, a, b) for two scalars as c * (a - b) + b, where that is exact in their dtype
+    (the stabilizer's +-eps: a - b = 2 eps and 2 eps - eps = eps are exact): onnxruntime's Where
+    takes about ten times as long as a Cast, a Mul and an Add (measured on 6.4M elements: 31 ms,
+    against 2 + 3 + 3 ms). None where it is not exact."""
+    dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype)
+    if dtype.kind != "f":
+        return None
+    a, b = dtype.type(a), dtype.type(b)
+    step = dtype.type(a - b)
+    if dtype.type(step + b) != a or dtype.type(dtype.type(0) * step + b) != b or not np.isfinite(step):
+        return None
+    return c.astype(dtype) * step + b
 
 
 numpy_like = _NumpyLike()
