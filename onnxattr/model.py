@@ -204,7 +204,12 @@ class Model:
         tensors in ``fetch``."""
         def run(c: dict[str, Array], start: int) -> dict[str, Array]:
             program = self.program(None, c, fetch, backward=False)
-            return program.outputs(c) if program is not None else engine.forward(self.graph, self.params, c, fetch=fetch).values
+            if program is not None:
+                try:
+                    return program.outputs(c)
+                except compiled.NotCompilable as e:
+                    self._programs.refuse(program, str(e))
+            return engine.forward(self.graph, self.params, c, fetch=fetch).values
 
         parts = self.each_chunk(self.feeds(feeds), run)
         if not fetch:
@@ -296,7 +301,7 @@ class Model:
             return None
         if self._programs.graph is not self.graph or self._programs.params is not self.params:
             return None  # a copy with another graph or weights (analyses): worth no compilation
-        return self._programs.get({} if plan is None else plan.rules, feeds, fetch, backward)
+        return self._programs.get({} if plan is None else plan.rules, feeds, fetch, backward, self.fixed_batch is not None)
 
     def propagate(
         self,
@@ -325,26 +330,31 @@ class Model:
         halves where it runs out of memory), except that a plan with a stacked rule runs as one.
         """
 
-        def run(c: dict[str, Array], start: int) -> dict[str, Array]:
-            x = c[self.input_name]
+        def seed_of(out: Array, c: dict[str, Array], start: int) -> Array:
+            n = c[self.input_name].shape[0]
+            if callable(plan.seed):
+                t = None if target is None else target[start : start + n]
+                return plan.seed(out, self.resolve_target(t, out, c))
+            seed = plan.seed[start : start + n]
+            if seed.shape != out.shape:
+                raise InputError(f"the seed has shape {tuple(seed.shape)} for output {self.output_name!r} "
+                                 f"of shape {tuple(out.shape)}")
+            return seed
+
+        def passes(c: dict[str, Array], start: int) -> dict[str, Array]:
             program = self.program(plan, c, fetch) if observer is None else None
             if program is not None:
-                out, saved = program.forward(c)
-            else:
-                tape = engine.forward(self.graph, self.params, c, record=True, rules=plan.rules)
-                out = tape.values[self.output_name]
-            if callable(plan.seed):
-                t = None if target is None else target[start : start + x.shape[0]]
-                seed = plan.seed(out, self.resolve_target(t, out, c))
-            else:
-                seed = plan.seed[start : start + x.shape[0]]
-                if seed.shape != out.shape:
-                    raise InputError(f"the seed has shape {tuple(seed.shape)} for output {self.output_name!r} "
-                                     f"of shape {tuple(out.shape)}")
-            if program is not None:
-                grads = program.backward(seed, saved)
-            else:
-                grads = engine.backward(self.graph, tape, seed, observer, fetch)
+                try:
+                    out, saved = program.forward(c)
+                    return program.backward(seed_of(out, c, start), saved)
+                except compiled.NotCompilable as e:  # refused at run time: the interpreter runs it
+                    self._programs.refuse(program, str(e))
+            tape = engine.forward(self.graph, self.params, c, record=True, rules=plan.rules)
+            return engine.backward(self.graph, tape, seed_of(tape.values[self.output_name], c, start), observer, fetch)
+
+        def run(c: dict[str, Array], start: int) -> dict[str, Array]:
+            x = c[self.input_name]
+            grads = passes(c, start)
             g = grads[self.input_name]
             g = self.xp.zeros_like(x) if g is None else g
             grads[self.input_name] = g * x if plan.times_input else g

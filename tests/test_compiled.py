@@ -73,6 +73,28 @@ def test_gradient_and_lrp_compile_on_the_model_zoo(name, monkeypatch):
         assert rel_l2(fast, ref) < 1e-3, (method, rel_l2(fast, ref))  # ResNet-50's gradient: 1.7e-4
 
 
+@pytest.mark.parametrize("name, wrt", [("torch_vit_op17", None), ("torch_text_order_op17", "embeddings")])
+def test_transformer_gradients_compile_per_batch_size(name, wrt, monkeypatch):
+    """Attention reshapes to sizes computed from Shape ops, which ONNX's inference does not
+    follow: the program is compiled for the batch size at hand (sizes from one forward pass),
+    once per size, and equals the interpreter; a text model's token ids stay fixed inputs."""
+    data = np.load(MODELS / f"{name}.npz")
+    monkeypatch.setenv(compiled.ENV, "1")
+    model = onnxattr.load(MODELS / f"{name}.onnx", wrt=wrt)
+    monkeypatch.setenv(compiled.ENV, "0")
+    ref = onnxattr.load(MODELS / f"{name}.onnx", wrt=wrt, kernels="numpy")
+    monkeypatch.setenv(compiled.ENV, "1")
+    names = [i.name for i in model.inputs]
+    for n in (2, 3):
+        x = {k: data[k][:n] for k in data.files if k in names} if wrt else data["input"][:n]
+        fast = onnxattr.attribute(model, x, 0, "gradient")
+        monkeypatch.setenv(compiled.ENV, "0")
+        want = onnxattr.attribute(ref, x, 0, "gradient")
+        monkeypatch.setenv(compiled.ENV, "1")
+        assert rel_l2(fast, want) < 1e-4, rel_l2(fast, want)
+    assert sum(p is not None and p != "static" for p in model._programs.cache.values()) == 2
+
+
 def test_a_plan_with_no_static_form_runs_in_the_interpreter(monkeypatch):
     """Inception v1's LRN has no ONNX vjp here: the gradient is left to the interpreter, which
     gives the same map; the reason names the node."""

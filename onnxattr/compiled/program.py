@@ -23,6 +23,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from .. import threads
+from .. import engine
 from ..engine import NodeRecord
 from ..kernels import onnxruntime as ortk
 from ..ops.base import Op
@@ -190,12 +191,17 @@ class Program:
     ``outputs(feeds)`` are the output and the forward tensors in ``fetch``."""
 
     def __init__(self, graph: LayerGraph, params: Mapping[str, Any], rules: Mapping[str, Rule],
-                 feeds: Mapping[str, np.ndarray], fetch: Sequence[str] = (), backward: bool = True) -> None:
+                 feeds: Mapping[str, np.ndarray], fetch: Sequence[str] = (), backward: bool = True,
+                 fixed_batch: bool = False) -> None:
         if graph.input.name not in feeds:
             raise NotCompilable("the attributed tensor is not fed")
         self.output = graph.output
         tracer = Tracer(graph.opset)
-        env, records = _trace_forward(tracer, graph, params, feeds, rules if backward else None)
+        shapes = {k: tuple(v.shape) if fixed_batch else (None,) + v.shape[1:] for k, v in feeds.items()}
+        if fixed_batch:  # every size, as one forward pass on these feeds finds them
+            made = [t for n in graph.nodes for t in n.outputs if t]
+            shapes.update((t, tuple(v.shape)) for t, v in engine.forward(graph, params, feeds, fetch=made).values.items())
+        env, records = _trace_forward(tracer, graph, params, feeds, shapes, rules if backward else None)
         tracer.backward_started = True
         out = env[graph.output]
         seed = Sym(tracer, "seed", out.dtype, out.shape, BACKWARD)
@@ -225,42 +231,61 @@ class Program:
             raise NotCompilable("a fetched tensor is an input or a constant")
         outputs = [value_info(t, env[t].dtype, env[t].shape) for t in [graph.output] + self.values] + [
             value_info(k, tracer.saved[k].dtype, tracer.saved[k].shape) for k in self.saved]
-        inputs = [value_info(k, v.dtype, (None,) + v.shape[1:]) for k, v in feeds.items()]
+        inputs = [value_info(k, v.dtype, shapes[k]) for k, v in feeds.items()]
         self.forward_session = _session(tracer, FORWARD, _live(tracer.nodes[FORWARD], [o.name for o in outputs]),
                                         inputs, outputs)
 
     def forward(self, feeds: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The output and the tensors the backward reads."""
-        values = self.forward_session.run(None, dict(feeds))
+        values = _run(self.forward_session, dict(feeds))
         saved = dict(zip(self.saved, values[1 + len(self.values):]))
         saved.update((k, feeds[k]) for k in self._passed)
         return values[0], saved
 
     def outputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The output and the fetched forward tensors (a program built without ``backward``)."""
-        values = self.forward_session.run(None, dict(feeds))
+        values = _run(self.forward_session, dict(feeds))
         return dict(zip([self.output] + self.values, values))
 
     def backward(self, seed: np.ndarray, saved: Mapping[str, np.ndarray]) -> dict[str, np.ndarray | None]:
         """The relevance at the input and at the fetched tensors (None where none reached it)."""
         result: dict[str, np.ndarray | None] = {t: None for t in self.results}
         if self.backward_session is not None:
-            result.update(zip(self._present, self.backward_session.run(None, {"seed": seed, **saved})))
+            result.update(zip(self._present, _run(self.backward_session, {"seed": seed, **saved})))
         return result
 
 
+class RunTimeSizes(NotCompilable):
+    """The graph's sizes depend on the batch size in ways inference does not follow: compile
+    for the batch size at hand."""
+
+
+def _run(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """A session's run; onnxruntime's refusal at run time (a size it checks only then) is
+    NotCompilable: the caller runs the interpreter instead."""
+    try:
+        return session.run(None, dict(feeds))
+    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+            ort.capi.onnxruntime_pybind11_state.RuntimeException) as e:
+        raise NotCompilable(f"onnxruntime refused a run: {e}") from e
+
+
 def _trace_forward(tracer: Tracer, graph: LayerGraph, params: Mapping[str, Any], feeds: Mapping[str, np.ndarray],
-                   rules: Mapping[str, Rule] | None) -> tuple[dict[str, Any], dict[str, tuple[TracedNode, NodeRecord]]]:
-    """Write the model's forward; return every tensor (Syms, and the constants) and, with
-    ``rules`` (None: no backward), what the backward needs of each live node, as the engine's
-    forward keeps it."""
+                   shapes: Mapping[str, tuple], rules: Mapping[str, Rule] | None,
+                   ) -> tuple[dict[str, Any], dict[str, tuple[TracedNode, NodeRecord]]]:
+    """Write the model's forward on feeds of ``shapes``; return every tensor (Syms, and the
+    constants) and, with ``rules`` (None: no backward), what the backward needs of each live
+    node, as the engine's forward keeps it."""
     env: dict[str, Any] = dict(params)
     for k, v in feeds.items():
-        env[k] = Sym(tracer, k, v.dtype, (None,) + v.shape[1:], FORWARD)
+        env[k] = Sym(tracer, k, v.dtype, shapes[k], FORWARD)
     records: dict[str, tuple[TracedNode, NodeRecord]] = {}
     for node in graph.nodes:
         args = tuple(env[t] if t else None for t in node.inputs)
-        outs = write_forward(tracer, node, args, node.outputs)
+        outs = tuple(o if o is None or t not in shapes else Sym(tracer, o.name, o.dtype, shapes[t], o.phase, o.nonneg)
+                     for t, o in zip(node.outputs, write_forward(tracer, node, args, node.outputs)))
+        if any(o is not None and None in o.shape[1:] for o in outs):  # sizes only the run knows
+            raise RunTimeSizes(f"{node.name}: an output of run-time size beyond the batch axis")
         env.update(zip(node.outputs, outs))
         if rules is not None and any(t in graph.live for t in node.inputs):
             rule = rules.get(node.name)
@@ -356,23 +381,43 @@ class Programs:
         self.cache: OrderedDict[Hashable, Program | None] = OrderedDict()
         #: why the last plan left to the interpreter was (None while every one compiled)
         self.refused: str | None = None
+        self.keys: dict[int, Hashable] = {}
+
+    def refuse(self, program: Program, why: str) -> None:
+        """Leave ``program``'s plan to the interpreter from now on (onnxruntime refused a run)."""
+        key = self.keys.pop(id(program), None)
+        if key is not None:
+            self.cache[key] = None
+        self.refused = why
 
     def get(self, rules: Mapping[str, Rule], feeds: Mapping[str, Any], fetch: Sequence[str] = (),
-            backward: bool = True) -> Program | None:
+            backward: bool = True, fixed_batch: bool = False) -> Program | None:
+        """The program of these rules on feeds of these dtypes and sizes (the batch size too
+        where the graph fixes it: its folded constants may depend on it)."""
         if not all(type(v) is np.ndarray for v in feeds.values()):
             return None
-        key = (rules_key(rules), tuple(fetch), backward, threads.num_threads(),
-               tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(feeds.items())))
+        head = (rules_key(rules), tuple(fetch), backward, threads.num_threads())
+        key = head + (tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(feeds.items())),)
+        if self.cache.get(key, "") == "static":  # compiled per batch size
+            fixed_batch = True
+        if fixed_batch:
+            key = head + (tuple((k, v.dtype.str, v.shape) for k, v in sorted(feeds.items())),)
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
         try:
-            program: Program | None = Program(self.graph, self.params, rules, feeds, fetch, backward)
+            program: Program | None = Program(self.graph, self.params, rules, feeds, fetch, backward, fixed_batch)
+        except RunTimeSizes as e:
+            if not fixed_batch:
+                self.cache[key] = "static"  # type: ignore[assignment]
+                return self.get(rules, feeds, fetch, backward, True)
+            program, self.refused = None, str(e)
         except NotCompilable as e:
             program, self.refused = None, str(e)
         except Exception as e:  # noqa: BLE001  (an op's NumPy code met a symbolic tensor: the interpreter runs it)
             program, self.refused = None, f"{type(e).__name__}: {e}"
         self.cache[key] = program
+        self.keys[id(program)] = key
         while len(self.cache) > self.SIZE:
             self.cache.popitem(last=False)
         return program

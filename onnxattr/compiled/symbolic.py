@@ -111,7 +111,7 @@ class Sym:
     def __eq__(self, o: Any) -> Sym:  # type: ignore[override]
         return self.tracer.compare("Equal", self, o)
 
-    def astype(self, dtype: Any) -> Sym:
+    def astype(self, dtype: Any, copy: bool = True) -> Sym:
         dtype = np.dtype(dtype)
         if dtype == self.dtype:
             return self
@@ -124,9 +124,21 @@ class Sym:
         axes = range(self.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
         return self.tracer.reduce_sum(self, sorted(a % self.ndim for a in axes), keepdims)
 
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Sym:
+        axes = sorted(a % self.ndim for a in (range(self.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis))
+        if any(self.shape[a] is None for a in axes):
+            raise NotCompilable(f"a mean over run-time sizes {self.shape}")
+        count = int(np.prod([self.shape[a] for a in axes]))
+        return self.tracer.reduce_sum(self, axes, keepdims) / self.dtype.type(count)
+
     def reshape(self, *shape: Any) -> Sym:
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         return self.tracer.reshape(self, tuple(shape))
+
+    def swapaxes(self, a: int, b: int) -> Sym:
+        perm = list(range(self.ndim))
+        perm[a], perm[b] = perm[b], perm[a]
+        return self.transpose(perm)
 
     def transpose(self, *axes: Any) -> Sym:
         perm = list(axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes) or list(range(self.ndim))[::-1]
@@ -198,7 +210,7 @@ class Tracer:
         if isinstance(value, np.ndarray) and dtype is None and key in self._constants:
             return self._constants[key][0]
         name = self.fresh("const")
-        self.initializers[phase].append(numpy_helper.from_array(np.ascontiguousarray(a), name))
+        self.initializers[phase].append(numpy_helper.from_array(np.array(a, order="C"), name))  # 0-d stays 0-d
         self._constants[key] = (name, value)  # holds the array, so that its id stays unique
         return name
 
@@ -311,12 +323,9 @@ class Tracer:
     def matmul(self, a: Any, b: Any) -> Sym:
         """a @ b for a stack of matrices times a matrix, or a matrix times a stack."""
         sa, sb = _shape(a), _shape(b)
-        if len(sb) == 2 and len(sa) >= 2 and sa[-1] in (sb[0], None):
-            shape = tuple(sa[:-1]) + (sb[1],)
-        elif len(sa) == 2 and len(sb) >= 2 and sb[-2] in (sa[1], None):
-            shape = tuple(sb[:-2]) + (sa[0], sb[-1])
-        else:
+        if len(sa) < 2 or len(sb) < 2:
             raise NotCompilable(f"a product of shapes {sa} and {sb}")
+        shape = broadcast(tuple(sa[:-2]), tuple(sb[:-2])) + (sa[-2], sb[-1])
         sym = a if isinstance(a, Sym) else b
         return self.emit("MatMul", [a, np.asarray(b, dtype=sym.dtype) if not isinstance(b, Sym) else b] if isinstance(a, Sym)
                          else [np.asarray(a, dtype=sym.dtype), b], sym.dtype, shape)[0]
@@ -346,6 +355,8 @@ class Tracer:
     def reshape(self, x: Sym, shape: Shape, like: Sym | None = None) -> Sym:
         """x reshaped to ``shape``: static but for a run-time dimension at the front, where x
         has it too, or taken from the tensor ``like`` of that shape (its Shape, where it is)."""
+        if len(shape) == x.ndim and all(a == b or a is None or b is None for a, b in zip(shape, x.shape)):
+            return x  # the same shape, told with other dimensions known
         if like is not None:
             target: Any = self.shape_of(like)
         elif None in shape[1:] or (shape and shape[0] is None and (not x.shape or x.shape[0] is not None)):
@@ -430,6 +441,10 @@ class _NumpyLike:
     erf = _unary("Erf")
     del _unary
 
+    @staticmethod
+    def square(x: Sym) -> Sym:
+        return x * x
+
     def zeros_like(self, x: Sym) -> Sym:
         return x.tracer.filled(x, 0.0)
 
@@ -463,7 +478,8 @@ Sym.array_module = numpy_like  # what onnxattr.backend.array_module returns for 
 
 
 def value_info(name: str, dtype: Any, shape: Shape) -> Any:
-    """A graph input or output declaration (run-time dimensions named N)."""
+    """A graph input or output declaration; each run-time dimension named apart (one name would
+    tell onnxruntime's shape inference that they are equal)."""
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
-                                         [d if d is not None else "N" for d in shape])
+                                         [d if d is not None else f"{name}:{i}" for i, d in enumerate(shape)])
 

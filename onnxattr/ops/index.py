@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backend import array_module
+from ..compiled.symbolic import NotCompilable, Sym
 from .axismap import scatter_add_axis
 from .base import Array, Grads, Op, Shape, check_broadcast, host_ints, norm_axis, unbroadcast
 
@@ -72,6 +73,25 @@ class Gather(Op):
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         axis, n, idx = ctx
         return [scatter_add_axis(grads[0], idx, n, axis) if needs[0] else None]
+
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        """ScatterElements (adding) of g, its index axis flattened, into zeros of the data's
+        shape, for constant indices (the token a classifier head reads)."""
+        data, indices = ctx.inputs
+        g = grads[0]
+        axis = norm_axis(self.axis, len(data.shape))
+        n = data.shape[axis]
+        if not isinstance(indices, np.ndarray) or n is None or None in data.shape[1:]:
+            raise NotCompilable(f"{self.name}: a Gather by run-time indices or of run-time sizes")
+        t = g.tracer
+        idx = (indices.reshape(-1).astype(np.int64) % n)
+        flat = data.shape[:axis] + (idx.size,) + data.shape[axis + 1:]
+        gf = t.reshape(g, flat)
+        where = np.broadcast_to(idx.reshape((1,) * axis + (-1,) + (1,) * (len(flat) - axis - 1)),
+                                tuple(1 if d is None else d for d in flat))
+        where = t.emit("Expand", [np.ascontiguousarray(where), t.shape_of(gf)], np.int64, flat)[0]
+        zeros = t.filled(data, 0.0) if isinstance(data, Sym) else np.zeros_like(data)
+        return [t.emit("ScatterElements", [zeros, where, gf], g.dtype, data.shape, axis=axis, reduction="add")[0]]
 
 
 class _GatherAt(Op):

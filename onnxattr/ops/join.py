@@ -51,6 +51,8 @@ class Concat(Op):
         g = grads[0]
         axis = norm_axis(self.axis, g.ndim)
         sizes = [x.shape[axis] if hasattr(x, "tracer") else np.shape(x)[axis] for x in ctx.inputs]
+        if sizes.count(None) == 1 and g.shape[axis] is not None:  # the one left: the output's rest
+            sizes[sizes.index(None)] = g.shape[axis] - sum(s for s in sizes if s is not None)
         if None in sizes:
             raise NotCompilable(f"{self.name}: a Concat of run-time sizes")
         ends = np.cumsum(sizes).tolist()
@@ -136,6 +138,16 @@ class Split(Op):
                 g = xp.zeros(shape[:axis] + (s,) + shape[axis + 1:], dtype=given[0].dtype)
             parts.append(g)
         return [xp.concatenate(parts, axis=axis)]
+
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        """One Concat of the cotangents, zeros (of its output's shape) for an output with none."""
+        if not needs[0]:
+            return []
+        x = ctx.inputs[0]
+        axis = norm_axis(self.axis, len(x.shape))
+        t = next(g for g in grads if g is not None).tracer
+        parts = [g if g is not None else t.filled(y, 0.0) for g, y in zip(grads, ctx.outputs)]
+        return [t.emit("Concat", parts, parts[0].dtype, x.shape, axis=axis)[0]]
 
 
 class Slice(Op):

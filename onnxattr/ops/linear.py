@@ -273,10 +273,10 @@ class MatMul(Op):
     def ort(self, a: Array, b: Array) -> bool:
         """Whether a @ b (both at least matrices) runs through onnxruntime: large enough, and
         its kernel takes the arrays."""
-        if a.ndim < 2 or b.ndim < 2:
+        if a.ndim < 2 or b.ndim < 2 or not on_ort(self, "MatMul", a, b):
             return False
         macs = max(a.size // a.shape[-2], b.size // b.shape[-1]) * a.shape[-2] * b.shape[-1]
-        return macs >= ortk.MIN_MACS and on_ort(self, "MatMul", a, b)
+        return macs >= ortk.MIN_MACS
 
     def vjp(self, ctx: tuple, grads: Sequence[Array | None], needs: Sequence[bool]) -> Grads:
         a, b = ctx

@@ -223,6 +223,10 @@ class _SoftmaxFamily(Op):
         axes = self.axes(x)
         return x - x.max(axis=axes, keepdims=True), axes
 
+    def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
+        """The vjp above on the node's own output (Softmax: y; LogSoftmax: log y)."""
+        return self.vjp((ctx.outputs[0], self.axes(ctx.outputs[0])), grads, needs)
+
 
 class Softmax(_SoftmaxFamily):
     """y = exp(x - max) / sum exp(x - max) over the axes; the vjp is y * (g - sum(g * y))."""
