@@ -1,13 +1,16 @@
 """Per-op profile of one attribution: the time each op type takes in the forward and in the
-backward pass (op vjps, and LRP rules under their op type), next to onnxruntime's whole forward.
+backward pass, next to onnxruntime's whole forward.
 
     python tools/bench_ops.py                          # ResNet-18, batch 8, 224x224, gradient
     python tools/bench_ops.py --method lrp.epsilon_plus_flat --kernels numpy
     python tools/bench_ops.py --model /tmp/bert.onnx   # any float-input ONNX model
 
-Each op call is timed by wrapping the ops' ``forward`` and ``cotangents`` for the run (the LRP
-rules call both, so their modified passes land under their op type; the rest of a rule's work,
-its divisions, is in the total only); the median of ``--repeats`` runs after a warm-up.
+A compiled plan (the default on the CPU, :mod:`onnxattr.compiled`) is profiled by onnxruntime's
+own profiler: the kernel time of each op type in the forward and in the backward session, per
+run. With ``ONNXATTR_COMPILE=0`` (or a plan that does not compile) each op call is timed by
+wrapping the ops' ``forward`` and ``cotangents`` (the LRP rules call both, so their modified
+passes land under their op type; the rest of a rule's work, its divisions, is in the total
+only). Medians of ``--repeats`` runs after a warm-up.
 """
 from __future__ import annotations
 
@@ -66,6 +69,40 @@ def profile(model: onnxattr.Model, x: np.ndarray, method: str) -> dict[tuple[str
     return dict(totals)
 
 
+def profile_compiled(path: str, x: np.ndarray, method: str, repeats: int) -> dict[tuple[str, str], float] | None:
+    """Seconds per (op type, "forward" | "backward" session) in one compiled attribution
+    (onnxruntime's profiler, kernel times summed and divided by the runs); None where the plan
+    does not compile."""
+    import json
+
+    from onnxattr.attribution import registry
+    from onnxattr.kernels import onnxruntime as ortk
+
+    plain = ortk.session_options
+
+    def profiled(n_threads: int | None = None) -> ort.SessionOptions:
+        so = plain(n_threads)
+        so.enable_profiling = True
+        return so
+
+    ortk.session_options = profiled
+    try:
+        model = onnxattr.load(path)
+        program = model.program(registry.plan_of(model, method, {}, "bench_ops"), {model.input_name: x})
+    finally:
+        ortk.session_options = plain
+    if program is None:
+        return None
+    for _ in range(repeats + 1):
+        onnxattr.attribute(model, x, target=0, method=method)
+    totals: dict[tuple[str, str], float] = collections.defaultdict(float)
+    for name, session in (("forward", program.forward_session), ("backward", program.backward_session)):
+        for event in json.load(open(session.end_profiling())):
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                totals[(event["args"]["op_name"], name)] += event["dur"] / 1e6 / (repeats + 1)
+    return dict(totals)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="an ONNX model with one float input (default: the ResNet-18)")
@@ -94,6 +131,10 @@ def main() -> None:
         refs.append(time.perf_counter() - t)
         runs.append(profile(model, x, a.method))
     ref = statistics.median(refs)
+    if a.kernels == "onnxruntime":
+        compiled = profile_compiled(path, x, a.method, a.repeats)
+        if compiled is not None:
+            runs = [{**compiled, **{k: v for k, v in r.items() if k[0] == "all"}} for r in runs]
     keys = sorted({k for r in runs for k in r}, key=lambda k: -statistics.median(r.get(k, 0.0) for r in runs))
     print(f"{path} {list(x.shape)} {a.method}, kernels={a.kernels}, {THREADS} threads; "
           f"onnxruntime forward {ref * 1e3:.0f} ms (median of {a.repeats})\n")

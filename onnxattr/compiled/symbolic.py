@@ -478,8 +478,10 @@ Sym.array_module = numpy_like  # what onnxattr.backend.array_module returns for 
 
 
 def value_info(name: str, dtype: Any, shape: Shape) -> Any:
-    """A graph input or output declaration; each run-time dimension named apart (one name would
-    tell onnxruntime's shape inference that they are equal)."""
-    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
-                                         [d if d is not None else f"{name}:{i}" for i, d in enumerate(shape)])
+    """A graph input or output declaration: a run-time first dimension is the batch, N in every
+    declaration (so that onnxruntime plans the buffers of equal sizes to be shared: the ResNet-18
+    gradient's peak is 51 MB so, 77 MB with names apart); any other is named apart (one name
+    would tell onnxruntime's shape inference that they are equal)."""
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), [
+        d if d is not None else "N" if i == 0 else f"{name}:{i}" for i, d in enumerate(shape)])
 
