@@ -373,8 +373,11 @@ class Programs:
     """The compiled programs of one model: one per plan (its rules, compared by value), fetched
     tensors, feeds' dtypes and sizes, and thread count; None for one the interpreter runs."""
 
-    #: how many are kept (least recently used dropped first)
-    SIZE = 16
+    #: how many are kept (least recently used dropped first): each holds its sessions'
+    #: prepacked weights
+    SIZE = 8
+    #: the most weight bytes for which a graph of run-time sizes is compiled per batch size
+    PER_BATCH_BYTES = 64 << 20
 
     def __init__(self, graph: LayerGraph, params: Mapping[str, Any]) -> None:
         self.graph, self.params = graph, params
@@ -382,6 +385,13 @@ class Programs:
         #: why the last plan left to the interpreter was (None while every one compiled)
         self.refused: str | None = None
         self.keys: dict[int, Hashable] = {}
+
+    def per_batch(self, feeds: Mapping[str, Any]) -> bool:
+        """Whether a graph whose sizes ONNX's inference cannot follow is worth a program per
+        batch size: each holds its own prepacked weights, so only where they are small
+        (``PER_BATCH_BYTES``; the tiny transformers, not BERT-base's 440 MB)."""
+        weights = sum(v.nbytes for v in self.params.values() if isinstance(v, np.ndarray))
+        return weights <= self.PER_BATCH_BYTES
 
     def refuse(self, program: Program, why: str) -> None:
         """Leave ``program``'s plan to the interpreter from now on (onnxruntime refused a run)."""
@@ -408,7 +418,7 @@ class Programs:
         try:
             program: Program | None = Program(self.graph, self.params, rules, feeds, fetch, backward, fixed_batch)
         except RunTimeSizes as e:
-            if not fixed_batch:
+            if not fixed_batch and self.per_batch(feeds):
                 self.cache[key] = "static"  # type: ignore[assignment]
                 return self.get(rules, feeds, fetch, backward, True)
             program, self.refused = None, str(e)
