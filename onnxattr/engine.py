@@ -112,18 +112,20 @@ def backward(
     seed: Array,
     observer: Observer | None = None,
     fetch: Sequence[str] = (),
+    nodes: Sequence[Node] | None = None,
 ) -> dict[str, Array]:
     """Propagate ``seed`` (the cotangent of the graph output) back to the input, with the rules
     the forward pass recorded.
 
     Returns the cotangent of the input under its own name (None where nothing reached it), plus
     those of the tensors in ``fetch`` that relevance reached (the relevance at intermediate
-    layers). Each node's record is freed as soon as it has been used.
+    layers). Each node's record is freed as soon as it has been used. ``nodes``: the graph's
+    nodes as the backward sees them (:mod:`onnxattr.compiled` passes nodes whose ops write ONNX).
     """
     grads: dict[str, Array] = {graph.output: seed}
     kept: dict[str, Array] = {}
     wanted = set(fetch)
-    for node, (_, _, needs) in zip(reversed(graph.nodes), reversed(_schedule(graph))):
+    for node, (_, _, needs) in zip(reversed(nodes or graph.nodes), reversed(_schedule(graph))):
         record = tape.records.pop(node.name, None)  # free what the forward kept as soon as it is used
         if record is None:
             continue

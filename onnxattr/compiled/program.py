@@ -14,8 +14,9 @@ interpreter, which gives the same numbers (tests/test_compiled.py compares the t
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -69,7 +70,31 @@ class TracedOp:
         return self._node.op.vjp_graph(ctx, grads, needs)
 
     def cotangents(self, ctx: Traced, grads: Sequence[Any], needs: Sequence[bool]) -> list:
-        return Op.cotangents(self, ctx, grads, needs)  # type: ignore[arg-type]
+        with naming(self._node, "vjp"):
+            return Op.cotangents(self, ctx, grads, needs)  # type: ignore[arg-type]
+
+
+class NamedRule:
+    """A node's rule while traced: its failures name the node."""
+
+    def __init__(self, rule: Rule, node: Node) -> None:
+        self.rule, self.node = rule, node
+        self.needs_inputs, self.needs_outputs = rule.needs_inputs, rule.needs_outputs
+
+    def backward(self, node: Any, record: NodeRecord, grads: Sequence[Any], needs: Sequence[bool]) -> list:
+        with naming(self.node, repr(self.rule)):
+            return self.rule.backward(node, record, grads, needs)
+
+
+@contextmanager
+def naming(node: Node, what: str) -> Iterator[None]:
+    """NotCompilable (or the TypeError of NumPy code meeting a run-time size) naming the node."""
+    try:
+        yield
+    except (NotCompilable, TypeError) as e:
+        if str(e).startswith(node.name):
+            raise
+        raise NotCompilable(f"{node.name} ({node.op_type}, {what}): {e}") from e
 
 
 class TracedNode:
@@ -205,7 +230,11 @@ class Program:
         tracer.backward_started = True
         out = env[graph.output]
         seed = Sym(tracer, "seed", out.dtype, out.shape, BACKWARD)
-        grads = _backward(graph, records, seed, set(fetch)) if backward else {}
+        grads = {}
+        if backward:
+            tape = engine.Tape({name: record for name, (_, record) in records.items()})
+            nodes = [records[n.name][0] if n.name in records else n for n in graph.nodes]
+            grads = engine.backward(graph, tape, seed, fetch=fetch, nodes=nodes)
         #: the tensors whose relevance ``backward`` returns, and those of them it reaches
         self.results = [graph.input.name] + [t for t in fetch if t in grads]
         self._present = [t for t in self.results if grads.get(t) is not None]
@@ -290,7 +319,8 @@ def _trace_forward(tracer: Tracer, graph: LayerGraph, params: Mapping[str, Any],
         if rules is not None and any(t in graph.live for t in node.inputs):
             rule = rules.get(node.name)
             kept = outs if rule is not None and rule.needs_outputs else None
-            records[node.name] = (TracedNode(node, TracedOp(node, tracer)), NodeRecord(Traced(args, outs), args, kept, rule))
+            named = None if rule is None else NamedRule(rule, node)
+            records[node.name] = (TracedNode(node, TracedOp(node, tracer)), NodeRecord(Traced(args, outs), args, kept, named))
     return env, records
 
 
@@ -302,36 +332,6 @@ def _non_negative(node: Node, args: Sequence[Any]) -> bool:
         return False
     return node.op_type in _KEEPS_SIGN and bool(floats) and all(a.nonneg for a in floats) and all(
         not isinstance(a, np.ndarray) or a.dtype.kind != "f" or bool(np.all(a >= 0)) for a in args)
-
-
-def _backward(graph: LayerGraph, records: Mapping[str, tuple[TracedNode, NodeRecord]], seed: Sym,
-              fetch: set[str]) -> dict[str, Sym]:
-    """engine.backward over Syms: each live node's rule or vjp writes its part of the graph."""
-    grads: dict[str, Any] = {graph.output: seed}
-    kept: dict[str, Sym] = {}
-    for node in reversed(graph.nodes):
-        if node.name not in records:
-            continue
-        traced, record = records[node.name]
-        gs = [grads.pop(t, None) if t else None for t in node.outputs]
-        for t, g in zip(node.outputs, gs):
-            if t in fetch and g is not None:
-                kept[t] = g
-        if all(g is None for g in gs):
-            continue
-        needs = [bool(t) and t in graph.live for t in node.inputs]
-        try:
-            if record.rule is None:
-                gin = traced.op.cotangents(record.ctx, gs, needs)
-            else:
-                gin = record.rule.backward(traced, record, gs, needs)  # type: ignore[arg-type]
-        except (NotCompilable, TypeError) as e:  # TypeError: NumPy code met a run-time size
-            raise NotCompilable(f"{node.name} ({node.op_type}, {record.rule or 'vjp'}): {e}") from e
-        for t, g, need in zip(node.inputs, gin, needs):
-            if need and g is not None:
-                grads[t] = grads[t] + g if t in grads else g
-    kept[graph.input.name] = grads.get(graph.input.name)
-    return kept
 
 
 def _live(nodes: Sequence[onnx.NodeProto], outputs: Sequence[str]) -> list[onnx.NodeProto]:
