@@ -243,6 +243,14 @@ class Tracer:
             dts = [dtypes] * n_outputs
         shs = list(shapes) if n_outputs > 1 else [shapes]
         phase = self.place(inputs, dts, shs) if phase is None else phase
+        outs = [Sym(self, self.fresh(op_type), d, s, phase, nonneg=nonneg) for d, s in zip(dts, shs)]
+        self.node(op_type, inputs, [o.name for o in outs], phase, **{k: v for k, v in attrs.items() if v is not None})
+        return outs
+
+    def node(self, op_type: str, inputs: Sequence[Any], outputs: Sequence[str], phase: int, **attrs: Any) -> None:
+        """Append a node with given output names (the model's own nodes) in ``phase``'s graph;
+        the forward tensors a backward node reads are saved, Python scalars take the dtype of
+        the node's float input."""
         dtype_of = next((v.dtype for v in inputs if isinstance(v, Sym) and v.dtype.kind == "f"), None)
         names = []
         for v in inputs:
@@ -253,22 +261,8 @@ class Tracer:
                     self.saved.setdefault(v.name, v)
                 names.append(v.name)
             else:
-                names.append(self.constant(v, phase, dtype_of if np.ndim(v) == 0 and not isinstance(v, np.ndarray) else None))
-        outs = [Sym(self, self.fresh(op_type), d, s, phase, nonneg=nonneg) for d, s in zip(dts, shs)]
-        self.nodes[phase].append(helper.make_node(op_type, names, [o.name for o in outs],
-                                                  **{k: v for k, v in attrs.items() if v is not None}))
-        return outs
-
-    def node(self, op_type: str, inputs: Sequence[Any], outputs: Sequence[str], phase: int, **attrs: Any) -> None:
-        """Append a node with given output names (the model's own nodes)."""
-        names = []
-        for v in inputs:
-            if isinstance(v, Sym):
-                if v.phase == FORWARD and phase == BACKWARD:
-                    self.saved.setdefault(v.name, v)
-                names.append(v.name)
-            else:
-                names.append("" if v is None else self.constant(v, phase))
+                scalar = np.ndim(v) == 0 and not isinstance(v, np.ndarray)
+                names.append(self.constant(v, phase, dtype_of if scalar else None))
         self.nodes[phase].append(helper.make_node(op_type, names, list(outputs), **attrs))
 
     def second_output(self, y: Sym, dtype: Any) -> Sym | None:
@@ -414,12 +408,9 @@ class _NumpyLike:
             if selected is not None:
                 return selected
         like = next((v for v in (a, b) if isinstance(v, Sym)), None)
-        if like is None:
-            dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype)
-            if dtype.kind in "iu":  # xp.where(x > 0, 1, 0.5): Python numbers, float result
-                dtype = np.dtype(np.float32)
-        else:
-            dtype = np.result_type(*(v.dtype if isinstance(v, Sym) else np.asarray(v).dtype if isinstance(v, np.ndarray) else like.dtype for v in (a, b)))
+        dtype = like.dtype if like is not None else np.result_type(np.asarray(a).dtype, np.asarray(b).dtype)
+        if dtype.kind in "iub":  # xp.where(x > 0, 1, 0.5).astype(...): Python numbers, a float result
+            dtype = np.dtype(np.float32)
         a, b = (_cast(s.tracer, v, dtype) for v in (a, b))
         return s.tracer.emit("Where", [c, a, b], dtype, broadcast(_shape(c), _shape(a), _shape(b)),
                              nonneg=_nonneg(a) and _nonneg(b))[0]
