@@ -401,7 +401,7 @@ def shared_arena() -> bool:
     (measured, ResNet-18 batch 8: the compiled gradient 2.96x onnxruntime's forward without, 2.51x
     with); an arena per session would keep every session's largest buffers (363 MB against 223 MB
     for the per-layer sessions of one gradient). One shared arena keeps the largest working set of
-    any one run: the compiled gradient's peak was 51 MB, 1.33x onnxruntime's forward's 38.5 MB.
+    any one run: the compiled gradient's peak was 51-77 MB, 1.3-2.0x onnxruntime's forward's.
     """
     with _DERIVED_LOCK:
         if not _ARENA:
