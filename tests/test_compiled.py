@@ -95,6 +95,24 @@ def test_transformer_gradients_compile_per_batch_size(name, wrt, monkeypatch):
     assert sum(p is not None and p != "static" for p in model._programs.cache.values()) == 2
 
 
+def test_relevance_at_inner_tensors_equals_the_interpreters(monkeypatch):
+    """propagate(fetch=...): the backward session also returns the relevance at the tensors
+    asked for (the layer-wise analyses read these)."""
+    path = MODELS / "torch_resnet_bn_op17.onnx"
+    x = np.load(MODELS / "torch_resnet_bn_op17.npz")["input"][:2]
+    model = onnxattr.load(path)
+    fetch = [n.outputs[0] for n in model.graph.nodes if n.op_type == "Relu"][-3:]
+    plan = registry.plan_of(model, "lrp.epsilon_plus_flat", {}, "test")
+    monkeypatch.setenv(compiled.ENV, "1")
+    fast = model.propagate({model.input_name: x}, np.zeros(2, dtype=int), plan, fetch=fetch)
+    assert len(model._programs.cache) == 1 and None not in model._programs.cache.values()
+    monkeypatch.setenv(compiled.ENV, "0")
+    ref = model.propagate({model.input_name: x}, np.zeros(2, dtype=int), plan, fetch=fetch)
+    assert set(fast) == set(ref) == set(fetch) | {model.input_name}
+    for t in ref:
+        assert rel_l2(fast[t], ref[t]) < 1e-5, t
+
+
 def test_a_plan_with_no_static_form_runs_in_the_interpreter(monkeypatch):
     """Inception v1's LRN has no ONNX vjp here: the gradient is left to the interpreter, which
     gives the same map; the reason names the node."""
