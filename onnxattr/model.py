@@ -20,7 +20,6 @@ from . import backend, engine, targets, threads
 from .kernels import onnxruntime as ortk
 from .canonize import canonize
 from .compiled import program as compiled
-from .compiled.program import Program, Programs
 from .errors import DeviceMemoryError, InputError, OptionError
 from .feeds import check_feeds, n_rows, rows
 from .folding import MAX_FOLD_BYTES
@@ -66,7 +65,7 @@ class Model:
         self.kernels = ortk.choose(kernels) if device == "cpu" else "cupy"
         if device == "cpu":
             ortk.use(self.kernels, graph.nodes + (graph.head.nodes if graph.head else []), self.params)
-        self._programs = Programs(graph, self.params)
+        self._programs = compiled.Programs(graph, self.params)
 
     # ---- what the model takes and gives -------------------------------------------------
     @property
@@ -290,7 +289,7 @@ class Model:
 
     # ---- forward + backward -------------------------------------------------------------
     def program(self, plan: Plan | None, feeds: Mapping[str, Array], fetch: Sequence[str] = (),
-                backward: bool = True) -> Program | None:
+                backward: bool = True) -> compiled.Program | None:
         """The plan compiled into onnxruntime sessions (:mod:`onnxattr.compiled`), where the
         model runs onnxruntime's kernels on the CPU and every step of the plan has an ONNX form;
         None where the interpreter runs it. Without ``backward`` (and plan None): the forward

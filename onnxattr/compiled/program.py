@@ -79,7 +79,6 @@ class NamedRule:
 
     def __init__(self, rule: Rule, node: Node) -> None:
         self.rule, self.node = rule, node
-        self.needs_inputs, self.needs_outputs = rule.needs_inputs, rule.needs_outputs
 
     def backward(self, node: Any, record: NodeRecord, grads: Sequence[Any], needs: Sequence[bool]) -> list:
         with naming(self.node, repr(self.rule)):
@@ -140,9 +139,7 @@ def _converted(op_type: str, args: Sequence[Any], attrs: Mapping[str, Any], opse
     import onnx.version_converter
 
     names = [f"i{i}" if a is not None else "" for i, a in enumerate(args)]
-    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(a.dtype if isinstance(a, Sym) else np.asarray(a).dtype)),
-                                            [f"d{i}" if d is None else d for i, d in enumerate(np.shape(a) if not isinstance(a, Sym) else a.shape)])
-              for n, a in zip(names, args) if n]
+    inputs = [helper.make_value_info(n, _type(a, n)) for n, a in zip(names, args) if n]
     node = helper.make_node(op_type, names, ["o0"], **attrs)
     model = helper.make_model(helper.make_graph([node], "node", inputs, [helper.make_tensor_value_info("o0", 0, None)]),
                               opset_imports=[helper.make_opsetid("", opset)])
@@ -178,9 +175,7 @@ def _infer(op_type: str, attrs: Mapping[str, Any], args: Sequence[Any], opset: i
     for n, a in zip(names, args):
         if a is None:
             continue
-        dims = [f"d{n}_{i}" if d is None else d for i, d in enumerate(np.shape(a) if not isinstance(a, Sym) else a.shape)]
-        dtype = a.dtype if isinstance(a, Sym) else np.asarray(a).dtype
-        types[n] = helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), dims)
+        types[n] = _type(a, n)
         if not isinstance(a, Sym) and np.asarray(a).dtype.kind in "iub" and np.size(a) <= 4096:
             data[n] = numpy_helper.from_array(np.asarray(a), n)
     try:
@@ -199,6 +194,13 @@ def _infer(op_type: str, attrs: Mapping[str, Any], args: Sequence[Any], opset: i
         dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim)
         result.append((np.dtype(helper.tensor_dtype_to_np_dtype(t.tensor_type.elem_type)), dims))
     return result
+
+
+def _type(a: Any, name: str) -> onnx.TypeProto:
+    """The ONNX type of an argument (a Sym or a constant), run-time dimensions named apart."""
+    dtype, shape = (a.dtype, a.shape) if isinstance(a, Sym) else (np.asarray(a).dtype, np.shape(a))
+    return helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
+                                         [f"{name}:{i}" if d is None else d for i, d in enumerate(shape)])
 
 
 def onnx_attributes(node: Node) -> dict[str, Any]:
@@ -384,7 +386,8 @@ class Programs:
         self.cache: OrderedDict[Hashable, Program | None] = OrderedDict()
         #: why the last plan left to the interpreter was (None while every one compiled)
         self.refused: str | None = None
-        self.keys: dict[int, Hashable] = {}
+        #: the keys (batch size left out) of the plans compiled per batch size
+        self.per_batch_keys: set[Hashable] = set()
 
     def per_batch(self, feeds: Mapping[str, Any]) -> bool:
         """Whether a graph whose sizes ONNX's inference cannot follow is worth a program per
@@ -395,9 +398,9 @@ class Programs:
 
     def refuse(self, program: Program, why: str) -> None:
         """Leave ``program``'s plan to the interpreter from now on (onnxruntime refused a run)."""
-        key = self.keys.pop(id(program), None)
-        if key is not None:
-            self.cache[key] = None
+        for key, cached in self.cache.items():
+            if cached is program:
+                self.cache[key] = None
         self.refused = why
 
     def get(self, rules: Mapping[str, Rule], feeds: Mapping[str, Any], fetch: Sequence[str] = (),
@@ -408,7 +411,7 @@ class Programs:
             return None
         head = (rules_key(rules), tuple(fetch), backward, threads.num_threads())
         key = head + (tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(feeds.items())),)
-        if self.cache.get(key, "") == "static":  # compiled per batch size
+        if key in self.per_batch_keys:
             fixed_batch = True
         if fixed_batch:
             key = head + (tuple((k, v.dtype.str, v.shape) for k, v in sorted(feeds.items())),)
@@ -419,7 +422,7 @@ class Programs:
             program: Program | None = Program(self.graph, self.params, rules, feeds, fetch, backward, fixed_batch)
         except RunTimeSizes as e:
             if not fixed_batch and self.per_batch(feeds):
-                self.cache[key] = "static"  # type: ignore[assignment]
+                self.per_batch_keys.add(key)
                 return self.get(rules, feeds, fetch, backward, True)
             program, self.refused = None, str(e)
         except NotCompilable as e:
@@ -427,7 +430,6 @@ class Programs:
         except Exception as e:  # noqa: BLE001  (an op's NumPy code met a symbolic tensor: the interpreter runs it)
             program, self.refused = None, f"{type(e).__name__}: {e}"
         self.cache[key] = program
-        self.keys[id(program)] = key
         while len(self.cache) > self.SIZE:
             self.cache.popitem(last=False)
         return program

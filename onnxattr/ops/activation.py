@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backend import array_module
+from ..compiled.symbolic import numpy_like
 from .base import Array, Grads, Op, Unary, unbroadcast
 
 class Relu(Unary):
@@ -257,7 +258,7 @@ class Gelu(Unary):
 def _erf(xp: Any, x: Array) -> Array:
     """erf elementwise, vectorized: scipy.special on the host, cupyx.scipy.special on the GPU,
     ONNX's Erf for a symbolic tensor (:mod:`onnxattr.compiled`)."""
-    if hasattr(xp, "erf"):
+    if xp is numpy_like:
         return xp.erf(x)
     if xp is np and x.size >= 1 << 14 and x.dtype == np.float32:
         from ..kernels import onnxruntime as ortk  # MLAS's vectorized erf: SciPy's is 10-50x slower

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..backend import array_module, to_host
-from ..compiled.symbolic import NotCompilable
+from ..compiled.symbolic import NotCompilable, Sym
 from .axismap import gather_axis, transpose_map
 from .base import Array, Grads, Op, Shape, host_ints, norm_axis
 
@@ -50,7 +50,7 @@ class Concat(Op):
         """One Slice of the cotangent per input (static sizes along the axis)."""
         g = grads[0]
         axis = norm_axis(self.axis, g.ndim)
-        sizes = [x.shape[axis] if hasattr(x, "tracer") else np.shape(x)[axis] for x in ctx.inputs]
+        sizes = [np.shape(x)[axis] if not isinstance(x, Sym) else x.shape[axis] for x in ctx.inputs]
         if sizes.count(None) == 1 and g.shape[axis] is not None:  # the one left: the output's rest
             sizes[sizes.index(None)] = g.shape[axis] - sum(s for s in sizes if s is not None)
         if None in sizes:

@@ -465,4 +465,4 @@ class Dense(Linear):
         return (y if b is None else y + b,)
 
     def vjp_graph(self, ctx: Any, grads: Sequence[Any], needs: Sequence[bool]) -> Grads:
-        return [grads[0] @ ortk.derived(ctx.inputs[1], "transpose", lambda a: np.ascontiguousarray(a.T))]
+        return [grads[0] @ ortk.derived(ctx.inputs[1], "T", transposed)]

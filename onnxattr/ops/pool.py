@@ -17,10 +17,8 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from onnx import numpy_helper
-
 from ..backend import array_module, use_kernels
-from ..compiled.symbolic import BACKWARD, NotCompilable
+from ..compiled.symbolic import NotCompilable
 from ..kernels import onnxruntime as ortk
 from ..kernels import pool as cuda_pool
 from .base import Array, Grads, Op, Shape
@@ -145,11 +143,8 @@ class MaxPool(_Pool):
         if index is None:
             raise NotCompilable(f"{self.name}: its output is not a MaxPool node's")
         row = np.asarray([1, -1], dtype=np.int64)
-        size = t.emit("ReduceProd", [t.shape_of(x)], np.int64, (1,), keepdims=1)[0]
-        zeros = t.emit("ConstantOfShape", [t.emit("Concat", [np.ones(1, np.int64), size], np.int64, (2,), axis=0)[0]],
-                       g.dtype, (1, None), phase=BACKWARD, value=numpy_helper.from_array(np.zeros(1, g.dtype)))[0]
-        flat = [t.emit("Reshape", [v, row], v.dtype, (1, None))[0] for v in (index, g)]
-        dx = t.emit("ScatterElements", [zeros, *flat], g.dtype, (1, None), axis=1, reduction="add")[0]
+        flat = [t.emit("Reshape", [v, row], v.dtype, (1, None))[0] for v in (t.filled(x, 0.0), index, g)]
+        dx = t.emit("ScatterElements", flat, g.dtype, (1, None), axis=1, reduction="add")[0]
         return [t.reshape(dx, x.shape, like=x)]
 
 
