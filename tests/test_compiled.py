@@ -140,6 +140,16 @@ def test_a_program_is_built_once_per_plan_and_rules_compare_by_value(monkeypatch
     assert compiled.rules_key({"a": Epsilon(0.5)}) != compiled.rules_key({"a": Epsilon(0.25)})
 
 
+def test_an_unknown_switch_value_is_refused_naming_the_variable(monkeypatch):
+    from onnxattr.errors import OptionError
+
+    model = onnxattr.load(MODELS / "torch_resnet_bn_op17.onnx")
+    x = np.load(MODELS / "torch_resnet_bn_op17.npz")["input"][:1]
+    monkeypatch.setenv(compiled.ENV, "off")
+    with pytest.raises(OptionError, match="ONNXATTR_COMPILE='off'"):
+        onnxattr.attribute(model, x, 0, "gradient")
+
+
 def test_the_switch_and_copies_fall_back_to_the_interpreter(monkeypatch):
     x = np.load(MODELS / "torch_resnet_bn_op17.npz")["input"][:1]
     monkeypatch.setenv(compiled.ENV, "0")

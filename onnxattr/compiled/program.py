@@ -365,10 +365,16 @@ ENV = "ONNXATTR_COMPILE"
 
 
 def enabled() -> bool:
-    """Whether plans are compiled (``ONNXATTR_COMPILE`` is not "0")."""
+    """Whether plans are compiled: ``ONNXATTR_COMPILE`` "1" (or unset) or "0"; OptionError
+    naming the variable for anything else."""
     import os
 
-    return os.environ.get(ENV, "1").strip() != "0"
+    from ..errors import OptionError
+
+    value = os.environ.get(ENV, "1").strip() or "1"
+    if value not in ("0", "1"):
+        raise OptionError(f"{ENV}={value!r}: set it to 1 (compile the passes, the default) or 0 (the interpreter)")
+    return value == "1"
 
 
 class Programs:
